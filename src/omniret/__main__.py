@@ -1,0 +1,3 @@
+from omniret.cli.app import main
+
+main()

@@ -1,0 +1,72 @@
+"""Encoders: the protocol, the registries and :func:`load_encoder`.
+
+Two registries:
+
+* ``ENCODERS``: registered names (``"default"``, ``"nvidia/MM-Embed"``, ...) -> factory ``(**options) -> Encoder``;
+* ``FAMILIES``: family names (``"mini"``, ``"clip"``, ``"qwen2-vl"``, ...) -> loader
+  ``(path, **options) -> Encoder`` for an HF-layout or omniret-saved directory.
+
+A directory saved by omniret holds ``omniret.json`` (``{"family": ..., "recipe": {...}}``) so the path alone
+reloads it with its recipe.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from omniret.encoders.base import Encoder
+from omniret.errors import ModelNotFoundError
+from omniret.registry import Registry
+
+ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
+FAMILIES: Registry[Callable[..., Encoder]] = Registry("model family")
+
+SAVED_CONFIG = "omniret.json"
+
+# Modules whose import registers encoders/families. Imported on first use so `import omniret` stays light.
+_BUILTIN_MODULES = [
+    "omniret.encoders.mini",
+]
+_loaded = False
+
+
+def load_builtins() -> None:
+    global _loaded
+    if not _loaded:
+        for mod in _BUILTIN_MODULES:
+            importlib.import_module(mod)
+        _loaded = True
+
+
+def load_encoder(name_or_path: str | Path = "default", *, family: str | None = None, **options: Any) -> Encoder:
+    """Load an encoder by registered name, by omniret-saved directory, or by HF directory + ``family``.
+
+    ``options`` are passed to the factory (e.g. ``device="cuda"``, ``precision="bf16"``).
+    """
+    load_builtins()
+    key = str(name_or_path)
+    path = Path(key).expanduser()
+    if family is None and key in ENCODERS:
+        return ENCODERS.get(key)(**options)
+    if path.is_dir():
+        cfg_file = path / SAVED_CONFIG
+        if family is None and cfg_file.is_file():
+            family = json.loads(cfg_file.read_text())["family"]
+        if family is None:
+            raise ModelNotFoundError(
+                f"{path}: not an omniret-saved model (no {SAVED_CONFIG}); pass family=... to load an HF directory "
+                f"with a chosen recipe (known families: {', '.join(FAMILIES.names())})"
+            )
+        return FAMILIES.get(family)(path, **options)
+    if family is not None:
+        return FAMILIES.get(family)(key, **options)
+    raise ModelNotFoundError(
+        f"unknown model {key!r}: not a registered name and not a directory. "
+        f"Registered: {', '.join(ENCODERS.names())}"
+    )
+
+
+__all__ = ["Encoder", "ENCODERS", "FAMILIES", "load_encoder", "load_builtins", "SAVED_CONFIG"]
