@@ -2,8 +2,20 @@
 
 from omniret.encoders import Encoder, load_encoder
 from omniret.errors import OmniretError
+from omniret.index import FlatIndex
+from omniret.retriever import Retriever
 from omniret.types import Hit, ImagePart, Item
 
 __version__ = "0.1.0"
 
-__all__ = ["Item", "ImagePart", "Hit", "Encoder", "load_encoder", "OmniretError", "__version__"]
+__all__ = [
+    "Item",
+    "ImagePart",
+    "Hit",
+    "Encoder",
+    "load_encoder",
+    "OmniretError",
+    "Retriever",
+    "FlatIndex",
+    "__version__",
+]

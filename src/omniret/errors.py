@@ -15,3 +15,7 @@ class IndexMismatchError(OmniretError):
 
 class ModelNotFoundError(OmniretError):
     """Weights for a named model are not available locally."""
+
+
+class ConfigError(OmniretError, ValueError):
+    """An invalid option or recipe value: the message names the option and the allowed values."""

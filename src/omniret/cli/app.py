@@ -17,6 +17,11 @@ app = typer.Typer(
 
 _COMMAND_MODULES = [
     "omniret.cli.corpus",  # index, search, info
+    "omniret.cli.models",  # models
+    "omniret.cli.eval",  # eval mbeir|mmeb|beir
+    "omniret.cli.data",  # data build emoji|wordnet
+    "omniret.cli.train",  # train CONFIG.yaml
+    "omniret.cli.mine",  # mine (modality-aware hard negatives)
 ]
 
 for _mod in _COMMAND_MODULES:
@@ -27,12 +32,27 @@ def main() -> None:
     """Run the CLI; user-facing errors become one line on stderr and exit code 1, never a traceback."""
     from omniret.errors import OmniretError
 
+    # typer's click (vendored in new typer, the real one in old) is reached through a public class's MRO
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     try:
-        app()
+        # standalone_mode=False lets typer's own usage errors reach us, so they are one line too
+        rv = app(standalone_mode=False)
+    except click_error as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            e.show()  # its message is the help text
+        else:
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            print(f"error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
     except (OmniretError, FileNotFoundError, PermissionError, ValueError, KeyError) as e:
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

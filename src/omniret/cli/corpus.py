@@ -1,7 +1,140 @@
-"""`omniret index`, `omniret search`, `omniret info`."""
+"""`omniret index`, `omniret search`, `omniret info`: build, query and describe an embedded index."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
 
 import typer
 
+from omniret.errors import OmniretError
+
+INDEX_OPT = typer.Option(..., "--index", "-i", help="Index directory.", show_default=False)
+
+
+def _shorten(s: str | None, n: int = 80) -> str:
+    if not s:
+        return ""
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def quiet_model_loading() -> None:
+    """Silence transformers' weight-loading progress bars: noise on a CLI that loads one model per run."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a core dependency
+        return
+    hf_logging.disable_progress_bar()
+
+
+def index_cmd(
+    path: Path = typer.Argument(..., help="A folder of images/texts or a candidate .jsonl file."),
+    index: Path = INDEX_OPT,
+    model: str | None = typer.Option(None, "--model", "-m", help="Encoder name or directory [new index: default]."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Documents per encoder batch."),
+    kind: str | None = typer.Option(None, "--kind", help="flat (exact) or hnsw [new index: flat]."),
+    exclude: list[str] | None = typer.Option(
+        None, "--exclude", "-x", help="Glob of files to skip, on relative path or name (repeatable)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Index PATH into --index DIR; when DIR exists only new or changed documents are encoded."""
+    from omniret.retriever import Retriever
+
+    if not path.exists():
+        raise OmniretError(f"{path}: no such folder or file")
+    if kind is not None and kind not in ("flat", "hnsw"):
+        raise OmniretError(f"--kind must be flat or hnsw, got {kind!r}")
+    t0 = time.perf_counter()
+    quiet_model_loading()
+    r = Retriever.open_or_create(index, model, kind)
+    show = not quiet and sys.stdout.isatty()
+    report = r.index_corpus(path, batch_size=batch_size, progress=show, exclude=exclude or ())
+    dt = time.perf_counter() - t0
+    typer.echo(f"{index}: {report} [{r.index.kind}, encoder {r.encoder.name}, {dt:.1f}s]")
+
+
+def search_cmd(
+    text: str | None = typer.Argument(None, help="Query text (optional with --image)."),
+    index: Path = INDEX_OPT,
+    image: Path | None = typer.Option(None, "--image", help="Query image (alone or with TEXT)."),
+    instruction: str | None = typer.Option(None, "--instruction", help="Task instruction for the query."),
+    modality: list[str] | None = typer.Option(
+        None, "--modality", help="Only return text, image or image,text documents (repeat for several)."
+    ),
+    k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of results."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of hits."),
+) -> None:
+    """Search an index with text, an image, or both."""
+    from omniret.index import parse_modalities
+    from omniret.retriever import Retriever
+    from omniret.types import Item
+
+    if not text and image is None:
+        raise OmniretError("nothing to search for: give query TEXT and/or --image PATH")
+    if image is not None and not image.is_file():
+        raise OmniretError(f"--image {image}: no such file")
+    mods = None if not modality else (modality[0] if len(modality) == 1 else modality)
+    parse_modalities(mods)  # fail before loading a model
+    quiet_model_loading()
+    r = Retriever.open(index)
+    query = Item(text or None, image=str(image) if image is not None else None)
+    hits = r.search(query, k=k, instruction=instruction, modality=mods)
+    if as_json:
+        typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        return
+    print_hits(hits, title=f"{len(hits)} hits for {_describe(text, image)}")
+
+
+def _describe(text: str | None, image: Path | None) -> str:
+    parts = ([f"image {image.name}"] if image is not None else []) + ([repr(text)] if text else [])
+    return " + ".join(parts)
+
+
+def print_hits(hits, title: str = "") -> None:
+    """A rich table of hits: rank, score, id, modality, text snippet, image path."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("id", no_wrap=True)
+    table.add_column("modality", no_wrap=True)
+    table.add_column("text")  # the only column that wraps, so ids and scores stay whole
+    for i, h in enumerate(hits, 1):
+        table.add_row(str(i), f"{h.score:.4f}", h.id, h.modality, _shorten(h.txt, 60))
+    Console().print(table)
+
+
+def info_cmd(
+    index: Path = INDEX_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON."),
+) -> None:
+    """Describe an index: encoder, recipe hash, dimension, kind, document counts."""
+    from omniret.index import FlatIndex
+
+    facts = FlatIndex.open(index).info()
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, title=f"index {index}", title_justify="left")
+    for key, val in facts.items():
+        if key in ("created", "updated"):
+            val = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(val))
+        elif isinstance(val, dict):
+            val = ", ".join(f"{k}: {v}" for k, v in val.items())
+        table.add_row(key, "" if val is None else str(val))
+    Console().print(table)
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("index")(index_cmd)
+    app.command("search")(search_cmd)
+    app.command("info")(info_cmd)

@@ -29,6 +29,11 @@ SAVED_CONFIG = "omniret.json"
 # Modules whose import registers encoders/families. Imported on first use so `import omniret` stays light.
 _BUILTIN_MODULES = [
     "omniret.encoders.mini",
+    "omniret.encoders.omni_mini",
+    "omniret.encoders.dual",
+    "omniret.encoders.families.qwen2vl",
+    "omniret.encoders.families.rematch",
+    "omniret.encoders.families.mmembed",
 ]
 _loaded = False
 

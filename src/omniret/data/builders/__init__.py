@@ -1,0 +1,1 @@
+"""Builders of real offline data sets from Debian packages and other redistributable sources."""

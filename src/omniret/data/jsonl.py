@@ -1,0 +1,60 @@
+"""Line-numbered JSONL / TSV reading: every malformed row is a :class:`DataError` naming file and line."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omniret.errors import DataError
+
+
+def _open(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    return p
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for every non-blank line; a line that is not a JSON object raises
+    :class:`DataError` with ``file:line``."""
+    p = _open(path)
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}:{n}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+            yield n, obj
+
+
+def field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, *, optional: bool = False) -> Any:
+    """``obj[key]`` checked against ``kind``; ``where`` is ``"file:line"`` for the error message.
+
+    With ``optional=True`` a missing key or ``null`` returns ``None``.
+    """
+    val = obj.get(key)
+    if val is None:
+        if optional:
+            return None
+        raise DataError(f"{where}: missing required field {key!r}")
+    if not isinstance(val, kind) or isinstance(val, bool) and kind is not bool:
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise DataError(f"{where}: field {key!r} must be {name}, got {type(val).__name__}")
+    return val
+
+
+def write_jsonl(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as UTF-8 JSONL (one object a line), creating parent directories."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")

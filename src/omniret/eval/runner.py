@@ -1,0 +1,266 @@
+"""M-BEIR evaluation with UniIR's semantics (METHODS.md §1.1, §5.6).
+
+For every task file ``query/<split>/mbeir_<dataset>_task<k>_<split>.jsonl``:
+
+1. queries get their task instruction from ``instructions/query_instructions.tsv``, keyed by
+   (dataset id of the qid, query modality, modality of the first positive candidate) — the first prompt
+   (``fixed``, default, reproducible) or a seeded uniform pick (``random``, UniIR's behaviour). The prompt
+   goes to ``Item.instruction`` so each encoder family applies its own template (UniIR's CLIP prepends
+   ``f"{prompt} {query_txt}"``); texts pass through UniIR's ``format_string``;
+2. candidates are encoded without instruction (cached on disk per (model, pool file));
+3. exact inner-product search over the ``local`` pool (the task's own file) and/or the ``global`` pool
+   (the split's union file, every task's queries against all modalities);
+4. hit@1/5/10 ("Recall@k" in UniIR), averaged per task grouped by the qrels task id, and modality
+   accuracy@k = share of top-k results whose modality is the task's target modality.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omniret.data.mbeir import (
+    INSTRUCTIONS_RELPATH,
+    MBeirRecord,
+    MBeirTask,
+    Qrels,
+    discover_tasks,
+    format_string,
+    global_pool_file,
+    missing_images,
+    read_instructions,
+    read_pool,
+    read_qrels,
+    read_queries,
+)
+from omniret.encoders.base import Encoder
+from omniret.errors import DataError
+from omniret.eval.benchmarks import MBEIR_KS, mbeir_headline_k, target_modality
+from omniret.eval.cache import cached_embeddings, default_cache_dir
+from omniret.eval.metrics import hit_at_k, modality_accuracy_at_k
+from omniret.eval.trec import write_trec
+from omniret.index.exact import topk_inner_product
+
+POOLS = ("local", "global")
+INSTRUCTION_MODES = ("fixed", "random", "none")
+
+
+@dataclass
+class MBeirOptions:
+    """Knobs of :func:`evaluate_mbeir`. ``cache_dir=None`` disables the embedding cache."""
+
+    split: str = "test"
+    tasks: Sequence[str] | None = None
+    pools: Sequence[str] = ("local",)
+    instruction_mode: str = "fixed"
+    seed: int = 0
+    batch_size: int = 32
+    cache_dir: Path | None = field(default_factory=default_cache_dir)
+    skip_missing_images: bool = False
+    depth: int = 100
+    progress: bool = False
+
+    def validate(self) -> None:
+        bad = [p for p in self.pools if p not in POOLS]
+        if bad or not self.pools:
+            raise DataError(f"pool must be one of {', '.join(POOLS)} (or 'both'), got {', '.join(bad) or 'none'}")
+        if self.instruction_mode not in INSTRUCTION_MODES:
+            raise DataError(f"instruction mode must be one of {', '.join(INSTRUCTION_MODES)}, got {self.instruction_mode!r}")
+        if self.depth < max(MBEIR_KS):
+            raise DataError(f"depth must be >= {max(MBEIR_KS)}, got {self.depth}")
+
+
+@dataclass
+class _Pool:
+    file: Path
+    records: list[MBeirRecord]
+    emb: np.ndarray  # (N, D)
+    ids: list[str] = field(init=False)
+    modalities: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ids = [r.id for r in self.records]
+        self.modalities = [r.modality for r in self.records]
+
+
+class _Run:
+    """State of one evaluation: options, encoder, skip counters, loaded pools."""
+
+    def __init__(self, root: Path, encoder: Encoder, opts: MBeirOptions) -> None:
+        self.root, self.encoder, self.opts = root, encoder, opts
+        self.model_key = f"{encoder.name}-{encoder.recipe_hash}"
+        self.skipped = {"queries_missing_image": 0, "candidates_missing_image": 0, "paths": []}
+        self.pools: dict[Path, _Pool] = {}
+        self.modality_of: dict[str, str] = {}
+        self.encode_s = 0.0
+
+    def _drop_missing(self, records: list[MBeirRecord], file: Path, kind: str) -> list[MBeirRecord]:
+        missing = set(missing_images(records, self.root))
+        if not missing:
+            return records
+        if not self.opts.skip_missing_images:
+            first = sorted(missing)[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DataError(
+                f"{file}: image not found: {self.root / first}{more}; pass --skip-missing-images to skip and count them"
+            )
+        kept = [r for r in records if r.img_path not in missing]
+        self.skipped[f"{kind}_missing_image"] += len(records) - len(kept)
+        self.skipped["paths"] = sorted(set(self.skipped["paths"]) | missing)[:50]
+        return kept
+
+    def pool(self, file: Path) -> _Pool:
+        if file not in self.pools:
+            recs = self._drop_missing(read_pool(file), file, "candidates")
+            if not recs:
+                raise DataError(f"{file}: candidate pool is empty")
+            t0 = time.perf_counter()
+            emb, _ = cached_embeddings(
+                self.opts.cache_dir, self.model_key, file, [r.id for r in recs],
+                lambda: self.encoder.encode_documents(
+                    [r.to_item(self.root) for r in recs], batch_size=self.opts.batch_size, progress=self.opts.progress
+                ),
+            )
+            self.encode_s += time.perf_counter() - t0
+            self.pools[file] = _Pool(file, recs, emb)
+            self.modality_of.update({r.id: r.modality for r in recs})
+        return self.pools[file]
+
+
+def _instruction(
+    q: MBeirRecord, task: MBeirTask, prompts: dict | None, tsv: Path, run: _Run, rng: random.Random
+) -> str | None:
+    if prompts is None:
+        return None
+    cand_mod = run.modality_of.get(q.pos[0]) if q.pos else None
+    key = (q.dataset_id, q.modality, cand_mod or target_modality(task.task_id))
+    options = prompts.get(key)
+    if not options:
+        raise DataError(f"{tsv}: no instruction for dataset_id {key[0]}, {key[1]} -> {key[2]} (query {q.id})")
+    choice = options[0] if run.opts.instruction_mode == "fixed" else rng.choice(options)
+    return format_string(choice)
+
+
+def _score_task(
+    name: str, tid: int, pool_kind: str, qids: list[str], rows: list[int], idx: np.ndarray, pool: _Pool, qrels: Qrels
+) -> dict[str, Any]:
+    """Metrics for the queries ``rows`` of one (task, pool); ``idx`` is ``(Q, depth)`` pool indices."""
+    target = target_modality(tid)
+    ids, mods = pool.ids, pool.modalities
+    entry: dict[str, Any] = {"name": name, "task_id": tid, "pool": pool_kind, "n_queries": len(rows)}
+    hits = {k: 0.0 for k in MBEIR_KS}
+    macc = {k: 0.0 for k in MBEIR_KS}
+    for r in rows:
+        ranked = [ids[j] for j in idx[r]]
+        ranked_mods = [mods[j] for j in idx[r]]
+        for k in MBEIR_KS:
+            hits[k] += hit_at_k(qrels.rel.get(qids[r], {}), ranked, k)
+            macc[k] += modality_accuracy_at_k(ranked_mods, target, k)
+    n = max(1, len(rows))
+    for k in MBEIR_KS:
+        entry[f"recall@{k}"] = round(hits[k] / n, 4)
+    for k in MBEIR_KS:
+        entry[f"modality_accuracy@{k}"] = round(macc[k] / n, 4)
+    head = mbeir_headline_k(name)
+    entry.update(headline=f"recall@{head}", headline_value=entry[f"recall@{head}"], target_modality=target)
+    entry.update(pool_size=len(ids), run=f"runs/{name}.{pool_kind}.trec")
+    return entry
+
+
+def _eval_task(task: MBeirTask, run: _Run, prompts: dict | None, tsv: Path, out: Path | None) -> list[dict]:
+    opts = run.opts
+    pools = {
+        "local": lambda: task.local_pool_file or _no_local(task),
+        "global": lambda: global_pool_file(run.root, opts.split),
+    }
+    loaded = {kind: run.pool(pools[kind]()) for kind in opts.pools}
+    queries = run._drop_missing(read_queries(task.query_file), task.query_file, "queries")
+    qrels = read_qrels(task.qrels_file)
+    unjudged = [q.id for q in queries if q.id not in qrels.task_of]
+    if unjudged:
+        raise DataError(f"{task.qrels_file}: query {unjudged[0]!r} from {task.query_file.name} has no qrels line")
+    rng = random.Random(f"{opts.seed}:{task.name}")  # same prompts for every pool and every run
+    items = [q.to_item(run.root, _instruction(q, task, prompts, tsv, run, rng)) for q in queries]
+    t0 = time.perf_counter()
+    q_emb = run.encoder.encode_queries(items, batch_size=opts.batch_size, progress=opts.progress)
+    run.encode_s += time.perf_counter() - t0
+    qids = [q.id for q in queries]
+    # UniIR groups per-task means by the qrels task id (a file normally holds one task)
+    groups: dict[int, list[int]] = {}
+    for r, q in enumerate(qids):
+        groups.setdefault(qrels.task_of[q], []).append(r)
+    entries = []
+    for kind, pool in loaded.items():
+        scores, idx = topk_inner_product(q_emb, pool.emb, opts.depth)
+        for tid, rows in sorted(groups.items()):
+            name = f"{task.dataset}_task{tid}"
+            entries.append(_score_task(name, tid, kind, qids, rows, idx, pool, qrels))
+            if out is not None:
+                ranked = {qids[r]: [(pool.ids[j], float(s)) for j, s in zip(idx[r], scores[r], strict=True)] for r in rows}
+                write_trec(out / "runs" / f"{name}.{kind}.trec", ranked, depth=opts.depth)
+    return entries
+
+
+def _no_local(task: MBeirTask) -> Path:
+    raise DataError(
+        f"{task.name}: no local pool cand_pool/local/mbeir_{task.dataset}_task{task.task_id}_cand_pool.jsonl"
+    )
+
+
+def _averages(entries: list[dict]) -> dict[str, dict[str, float]]:
+    """Unweighted mean over tasks per pool (the papers' "average" column)."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in POOLS:
+        es = [e for e in entries if e["pool"] == kind]
+        if not es:
+            continue
+        keys = [f"recall@{k}" for k in MBEIR_KS] + [f"modality_accuracy@{k}" for k in MBEIR_KS] + ["headline_value"]
+        avg = {k: round(float(np.mean([e[k] for e in es])), 4) for k in keys}
+        avg["n_tasks"] = len(es)
+        out[kind] = avg
+    return out
+
+
+def evaluate_mbeir(
+    root: str | os.PathLike, encoder: Encoder, options: MBeirOptions | None = None, out: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """Evaluate ``encoder`` on the M-BEIR-layout directory ``root``.
+
+    Returns the ``results.json`` dict (``tasks``: one entry per (task, pool); ``average`` per pool). With
+    ``out`` the TREC runs (``runs/<name>.<pool>.trec``, top ``depth``) are written there as well; use
+    :func:`omniret.eval.report.write_mbeir_report` for JSON/Markdown/PNG.
+    """
+    opts = options or MBeirOptions()
+    opts.validate()
+    root = Path(root)
+    tasks = discover_tasks(root, opts.split, opts.tasks)
+    tsv = root / INSTRUCTIONS_RELPATH
+    if opts.instruction_mode != "none" and not tsv.is_file():
+        raise DataError(f"{tsv}: no instructions file; add one (UniIR's TSV format) or pass --instruction-mode none")
+    prompts = read_instructions(tsv) if opts.instruction_mode != "none" else None
+    run = _Run(root, encoder, opts)
+    out_dir = Path(out) if out is not None else None
+    t0 = time.perf_counter()
+    entries = [e for task in tasks for e in _eval_task(task, run, prompts, tsv, out_dir)]
+    entries.sort(key=lambda e: (POOLS.index(e["pool"]), e["name"]))
+    return {
+        "benchmark": "mbeir",
+        "root": str(root),
+        "split": opts.split,
+        "model": {"name": encoder.name, "recipe_hash": encoder.recipe_hash, "dim": encoder.dim},
+        "instruction_mode": opts.instruction_mode,
+        "seed": opts.seed,
+        "pools": list(opts.pools),
+        "metric_semantics": "UniIR: recall@k = hit@k (1 if any positive in top k), mean per task",
+        "tasks": entries,
+        "average": _averages(entries),
+        "skipped": run.skipped,
+        "timing_s": {"encode": round(run.encode_s, 2), "total": round(time.perf_counter() - t0, 2)},
+    }

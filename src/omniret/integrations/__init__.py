@@ -1,0 +1,1 @@
+"""Bridges to other toolkits (MTEB, ...). Each submodule imports its toolkit lazily; install the extra."""
