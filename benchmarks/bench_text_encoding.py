@@ -3,7 +3,8 @@
 
 Same process, same torch thread count, same sentences, same batch size; one warm-up pass each, then the
 best of ``--repeats`` timed passes. Prints sentences/s for both, the ratio (ours / theirs) and the largest
-embedding difference, in fp32 and in bf16 (``torch.autocast`` for both sides).
+embedding difference, in fp32 and in bf16 (``torch.autocast`` for both sides), then the bf16 drift of our
+embeddings against our fp32 ones (max absolute difference, mean and minimum cosine).
 
     python benchmarks/bench_text_encoding.py --threads 1 --n 2000 --batch-size 32
 """
@@ -68,6 +69,7 @@ def main() -> None:
     n_tok = sum(len(x) for x in theirs.tokenizer(sents, truncation=True, max_length=256)["input_ids"])
     print(f"{args.n} sentences, {n_tok} tokens, batch {args.batch_size}, threads {args.threads}, "
           f"torch {torch.__version__}")
+    fp32_ours = None
     print(f"{'precision':<10}{'omniret sent/s':>16}{'ST sent/s':>12}{'ratio':>8}{'max |diff|':>12}")
     for precision in ("fp32", "bf16"):
         ours.precision = precision
@@ -75,15 +77,21 @@ def main() -> None:
         def run_ours():
             return ours.encode_documents(sents, batch_size=args.batch_size)
 
-        def run_theirs():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        def run_theirs(bf16: bool = precision == "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 return theirs.encode(sents, batch_size=args.batch_size, normalize_embeddings=True)
 
         t_ours, e_ours = best_of(run_ours, args.repeats)
         t_theirs, e_theirs = best_of(run_theirs, args.repeats)
         diff = float(np.abs(e_ours - np.asarray(e_theirs, dtype=np.float32)).max())
+        fp32_ours = e_ours if fp32_ours is None else fp32_ours
         print(f"{precision:<10}{args.n / t_ours:>16.1f}{args.n / t_theirs:>12.1f}{t_theirs / t_ours:>8.2f}"
               f"{diff:>12.2e}")
+    cos = (fp32_ours * e_ours).sum(1)
+    print(
+        f"bf16 drift vs fp32 (omniret): max |diff| {np.abs(fp32_ours - e_ours).max():.2e}, "
+        f"mean cos {cos.mean():.6f}, min cos {cos.min():.6f}"
+    )
 
 
 if __name__ == "__main__":

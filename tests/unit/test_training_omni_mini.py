@@ -85,3 +85,13 @@ def test_save_load_roundtrip_with_merged_lora(bert_dir, tmp_path):
     loaded = load_encoder(tmp_path / "m")
     assert loaded.family == "omni-mini" and loaded.recipe_hash == e.recipe_hash
     np.testing.assert_allclose(loaded.encode_queries(items), before, atol=1e-5)
+
+
+def test_feature_cache_gives_identical_embeddings(bert_dir):
+    e = OmniMiniEncoder(text_model=bert_dir, grid=1, feature_cache_size=10)
+    items = [Item(image=IMG), Item("red", image=IMG)]
+    first = e.encode_documents(items)
+    assert len(e.model.feature_cache) == 1
+    b = e.prepare(items, is_query=False)
+    assert b.pixels is None and b.decoded == []  # nothing left to decode
+    np.testing.assert_array_equal(e.encode_documents(items), first)

@@ -51,6 +51,8 @@ from omniret.types import Item
 
 NAME = "conse-minilm"
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
+#: bump when the way the class-prompt table is computed changes, so stale disk caches are ignored
+_PROMPT_TABLE_VERSION = 1
 
 
 @dataclass
@@ -161,7 +163,9 @@ class ConseMiniEncoder(Encoder):
     def _load_or_build_prompts(self) -> torch.Tensor:
         classes = imagenet_classes()
         key = hashlib.sha1(
-            json.dumps([self.text.identity(), self.text.max_length, list(self.templates), classes]).encode()
+            json.dumps(
+                [_PROMPT_TABLE_VERSION, self.text.identity(), self.text.max_length, list(self.templates), classes]
+            ).encode()
         ).hexdigest()[:20]
         file = _cache_root() / "conse" / f"prompts-{key}.npy"
         if self.prompt_cache and file.is_file():

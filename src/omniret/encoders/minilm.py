@@ -12,6 +12,7 @@ mask). An empty instruction therefore reduces exactly to the plain case.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,11 +81,13 @@ class MiniLMTextTower:
         """Build ``[CLS] (instruction [SEP])? text [SEP]`` rows, padded to the batch maximum."""
         text_ids = self._ids(texts)
         instructions = list(instructions) if instructions is not None else [None] * len(text_ids)
+        if len(instructions) != len(text_ids):
+            raise ValueError(f"{len(instructions)} instructions for {len(text_ids)} texts")
         uniq = sorted({i for i in instructions if i})
-        inst_ids = dict(zip(uniq, self._ids(uniq))) if uniq else {}
+        inst_ids = dict(zip(uniq, self._ids(uniq), strict=True)) if uniq else {}
         rows: list[list[int]] = []
         prefix_lens: list[int] = []
-        for ids, inst in zip(text_ids, instructions):
+        for ids, inst in zip(text_ids, instructions, strict=True):
             prefix = inst_ids[inst][:MAX_INSTRUCTION_TOKENS] + [self.sep_id] if inst else []
             body = ids[: self.max_length - 2 - len(prefix)]
             rows.append([self.cls_id, *prefix, *body, self.sep_id])
@@ -116,6 +119,21 @@ class MiniLMTextTower:
         return torch.cat(out) if out else torch.zeros((0, self.dim))
 
     def identity(self) -> dict[str, object]:
-        """What identifies these weights in a recipe: model id and the weight file's size."""
-        weights = self.path / "model.safetensors"
-        return {"model": MODEL_ID, "weights_bytes": weights.stat().st_size if weights.is_file() else None}
+        """What identifies these weights in a recipe: the model id and a fingerprint of the weight file."""
+        return {"model": MODEL_ID, "weights": weights_fingerprint(self.path / "model.safetensors")}
+
+
+def weights_fingerprint(path: Path, samples: int = 16, chunk: int = 1 << 16) -> str | None:
+    """SHA-1 over the size and ``samples`` evenly spaced ``chunk``-byte slices of a weight file.
+
+    Cheap (1 MiB read) yet different for any fine-tune, which changes every tensor; ``None`` if absent.
+    """
+    if not path.is_file():
+        return None
+    size = path.stat().st_size
+    h = hashlib.sha1(str(size).encode())
+    with path.open("rb") as f:
+        for i in range(samples):
+            f.seek(max(0, (size - chunk) * i // max(1, samples - 1)))
+            h.update(f.read(chunk))
+    return h.hexdigest()[:16]

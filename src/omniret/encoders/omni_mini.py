@@ -51,12 +51,15 @@ class OmniBatch:
     pool_mask: torch.Tensor
     image_pos: torch.Tensor | None = None
     pixels: torch.Tensor | None = None
+    #: content key of each of the M images, and which of them ``pixels`` holds (the others are cached)
+    image_keys: list[str] | None = None
+    decoded: list[int] | None = None
 
 
 class OmniMiniModel(nn.Module):
     """The trainable network: ``forward(OmniBatch) -> (B, H)`` unnormalised embeddings."""
 
-    def __init__(self, text: nn.Module, grid: int = 2) -> None:
+    def __init__(self, text: nn.Module, grid: int = 2, feature_cache_size: int = 0) -> None:
         super().__init__()
         self.text = text
         hidden = text.config.hidden_size
@@ -65,6 +68,10 @@ class OmniMiniModel(nn.Module):
         # the frozen vision tower is kept out of the module tree: it never trains, is never saved, and is
         # loaded only when the first image arrives (text-only use never pays for it)
         self._vision: list[EfficientNetLite0] = []
+        # frozen features are a pure function of the image, so training epochs reuse them (no eviction:
+        # the encoder's prepare() may skip decoding an image it saw cached)
+        self.feature_cache: dict[str, torch.Tensor] = {}
+        self.feature_cache_size = feature_cache_size
 
     @property
     def tokens_per_image(self) -> int:
@@ -86,13 +93,28 @@ class OmniMiniModel(nn.Module):
         cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (M, g², 1280)
         return torch.cat([glob, cells], dim=1)
 
+    def _features(self, batch: OmniBatch) -> torch.Tensor:
+        """``(M, T, 1280)`` features of the batch's images, from the cache where possible."""
+        keys = batch.image_keys or []
+        fresh = self.image_features(batch.pixels) if batch.pixels is not None else None
+        if not keys:
+            return fresh
+        at = {m: j for j, m in enumerate(batch.decoded or [])}
+        feats = []
+        for m, k in enumerate(keys):
+            f = fresh[at[m]] if m in at else self.feature_cache[k]
+            if m in at and len(self.feature_cache) < self.feature_cache_size:
+                self.feature_cache[k] = f.detach()
+            feats.append(f)
+        return torch.stack(feats)
+
     def forward(self, batch: OmniBatch) -> torch.Tensor:
         dev = self.projector[0].weight.device
         ids = batch.input_ids.to(dev)
         att = batch.attention_mask.to(dev)
         embeds = self.text.get_input_embeddings()(ids)  # (B, L, H)
-        if batch.pixels is not None and batch.image_pos is not None:
-            soft = self.projector(self.image_features(batch.pixels).to(dev))  # (M, T, H)
+        if batch.image_pos is not None:
+            soft = self.projector(self._features(batch).to(dev))  # (M, T, H)
             flat = embeds.reshape(-1, embeds.shape[-1])
             flat = flat.index_copy(0, batch.image_pos.to(dev).reshape(-1), soft.reshape(-1, soft.shape[-1]).to(flat.dtype))
             embeds = flat.reshape(embeds.shape)
@@ -115,6 +137,7 @@ class OmniMiniEncoder(Encoder):
         name: str = "omniret-mini",
         device: str | torch.device = "cpu",
         precision: str = "fp32",
+        feature_cache_size: int = 0,
     ) -> None:
         if precision not in PRECISIONS:
             raise OmniretError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -123,7 +146,8 @@ class OmniMiniEncoder(Encoder):
         self.device, self.precision, self.name = torch.device(device), precision, name
         self.tower = MiniLMTextTower(text_model, device=self.device, max_length=int(max_length))
         self.text_model = None if text_model is None else str(text_model)
-        self.model = OmniMiniModel(self.tower.model, grid=int(grid)).to(self.device)
+        self.model = OmniMiniModel(self.tower.model, grid=int(grid), feature_cache_size=int(feature_cache_size))
+        self.model.to(self.device)
         self.model.eval()
         self.dim = self.model.text.config.hidden_size
         self._weights_id = "base"
@@ -139,7 +163,8 @@ class OmniMiniEncoder(Encoder):
         texts = sorted({p for it in items for p in it.parts if isinstance(p, str)})
         insts = sorted({it.instruction for it in items if is_query and it.instruction})
         ids_of = dict(zip(texts + insts, tw._ids(texts + insts), strict=True)) if texts or insts else {}
-        rows, prefixes, slots, pixels = [], [], [], []
+        rows, prefixes, slots, pixels, keys, decoded = [], [], [], [], [], []
+        cache = self.model.feature_cache
         for it in items:
             prefix = ids_of[it.instruction][:MAX_INSTRUCTION_TOKENS] + [tw.sep_id] if is_query and it.instruction else []
             budget = tw.max_length - 2 - len(prefix) - t * len(it.images)
@@ -148,7 +173,11 @@ class OmniMiniEncoder(Encoder):
                 if isinstance(part, ImagePart):
                     img_cols.append(len(row))
                     row.extend([tw.pad_id] * t)  # overwritten by the soft tokens in forward
-                    pixels.append(preprocess(part.load()))
+                    key = part.fingerprint()
+                    if key not in cache:
+                        decoded.append(len(keys))
+                        pixels.append(preprocess(part.load()))
+                    keys.append(key)
                 else:
                     piece = ids_of[part][: max(0, budget)]
                     budget -= len(piece)
@@ -167,10 +196,11 @@ class OmniMiniEncoder(Encoder):
         for i, n in enumerate(prefixes):
             pool[i, 1 : 1 + n] = 0
         batch = OmniBatch(input_ids, attention, pool)
-        if pixels:
+        if keys:
             pos = [[i * width + c + j for j in range(t)] for i, cols in enumerate(slots) for c in cols]
             batch.image_pos = torch.tensor(pos, dtype=torch.long)
-            batch.pixels = torch.from_numpy(np.stack(pixels))
+            batch.image_keys, batch.decoded = keys, decoded
+            batch.pixels = torch.from_numpy(np.stack(pixels)) if pixels else None
         return batch
 
     def forward(self, batch: OmniBatch) -> torch.Tensor:

@@ -31,7 +31,12 @@ class HNSWParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> HNSWParams:
-        return cls(**{k: int(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+        from omniret.errors import OmniretError
+
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise OmniretError(f"unknown HNSW parameter(s) {unknown}; use m, ef_construction, ef_search")
+        return cls(**{k: int(v) for k, v in d.items()})
 
 
 class HNSWGraph:
