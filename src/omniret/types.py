@@ -11,14 +11,14 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from PIL import Image as PILImage
 
 Modality = Literal["text", "image", "image,text"]
 MODALITIES: tuple[str, ...] = ("text", "image", "image,text")
 
-ImageSource = Union[str, os.PathLike, bytes, PILImage.Image]
+ImageSource = str | os.PathLike | bytes | PILImage.Image
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,7 +61,7 @@ class ImagePart:
         return hash(self.fingerprint())
 
 
-Part = Union[str, ImagePart]
+Part = str | ImagePart
 
 
 def _as_part(p: Any) -> Part:
