@@ -12,10 +12,11 @@ with the default offline encoder (incremental: a rerun encodes nothing), then sh
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
-from omniret.errors import OmniretError
+from omniret.errors import IndexMismatchError, OmniretError
 from omniret.types import Item
 
 CORPUS = Path("examples") / "sample-corpus"
@@ -57,7 +58,13 @@ def run(corpus: Path, index_dir: Path, model: str | None, k: int) -> None:
     console = Console()
     quiet_model_loading()
     t0 = time.perf_counter()
-    r = Retriever.open_or_create(index_dir, model)
+    try:
+        r = Retriever.open_or_create(index_dir, model)
+    except IndexMismatchError as e:
+        # demo-index/ is a throwaway cache of this demo: rebuild it when the bundled encoder changed
+        console.print(f"[yellow]{e}[/]\n[yellow]rebuilding {index_dir}[/]")
+        shutil.rmtree(index_dir)
+        r = Retriever.create(index_dir, model or "default")
     report = r.index_corpus(corpus, progress=console.is_terminal, exclude=EXCLUDE)
     console.print(
         f"[bold]indexed[/] {corpus} -> {index_dir}: {report} "

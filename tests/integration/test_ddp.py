@@ -4,7 +4,6 @@ import os
 
 import pytest
 import torch
-import torch._dynamo  # noqa: F401  DDP imports it on construction; import once here so forked workers inherit it
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -61,9 +60,10 @@ def _worker(rank: int, init_file: str, out_dir: str, use_gradcache: bool) -> Non
 
 @pytest.mark.parametrize("use_gradcache", [False, True])
 def test_gathered_loss_matches_full_batch(tmp_path, use_gradcache):
-    # fork: the children inherit the imported torch instead of paying its import time again
+    # spawn, not fork: forking a process that already runs library threads (tokenizers, OpenMP, the encoders'
+    # background prep thread) can deadlock the children; spawn costs an import of torch but cannot hang that way
     mp.start_processes(_worker, args=(str(tmp_path / "init"), str(tmp_path), use_gradcache), nprocs=WORLD,
-                       join=True, start_method="fork")
+                       join=True, start_method="spawn")
     model, loss_fn = _model(), _loss()
     q, d, n = _data()
     loss = loss_fn(model(q), model(d), model(n))

