@@ -232,15 +232,24 @@ def main() -> None:
     ap.add_argument("--skimage-wheel", type=Path, default=None, help="a local scikit-image wheel (else pip download)")
     ap.add_argument("--size", type=int, default=96, help="emoji side in pixels")
     args = ap.parse_args()
-    # rebuild from scratch so a re-run never leaves stale files behind
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
-    n_e = write_emoji(args.out, args.cache, args.size)
-    n_p = write_photos(args.out, args.skimage_wheel)
-    n_t = write_texts(args.out)
-    (args.out / "LICENSES.md").write_text(LICENSES_MD.lstrip(), encoding="utf-8")
-    total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    # build beside the target, then swap: a re-run never leaves stale files behind, and the folder is
+    # never seen half-written (e.g. by someone indexing or committing it meanwhile)
+    out = args.out.resolve()
+    tmp = out.with_name(f".{out.name}.building")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    n_e = write_emoji(tmp, args.cache, args.size)
+    n_p = write_photos(tmp, args.skimage_wheel)
+    n_t = write_texts(tmp)
+    (tmp / "LICENSES.md").write_text(LICENSES_MD.lstrip(), encoding="utf-8")
+    total = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
     print(f"{args.out}: {n_e} emoji, {n_p} photos ({len(SIDECARS)} with sidecars), {n_t} texts, {total / 1e6:.2f} MB")
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from omniret.index.manifest import fsync_dir as fsync_path  # works for files and directories
+
 STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
@@ -54,12 +56,12 @@ def commit(tmp: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Write the state file last, fsync, rename into place and prune older checkpoints beyond ``keep``."""
     _write_json(tmp / STATE, state)
     for f in tmp.iterdir():
-        _fsync(f)
+        fsync_path(f)
     final = step_dir(tmp.parent, step)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync(tmp.parent)
+    fsync_path(tmp.parent)
     ckpts = sorted(p for p in tmp.parent.iterdir() if _STEP_DIR.match(p.name))
     for old in ckpts[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -106,14 +108,3 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
