@@ -148,7 +148,8 @@ def test_recipe_save_and_reload(enc, tmp_path):
 
 
 def test_bad_options_and_bad_images_are_clear_errors(enc, tmp_path):
-    for bad in ({"top_k": 0}, {"temperature": 0}, {"templates": ["no slot"]}, {"precision": "int3"}):
+    bads = ({"top_k": 0}, {"temperature": 0}, {"templates": ["no slot"]}, {"precision": "int3"}, {"device": "gpu0"})
+    for bad in bads:
         with pytest.raises(OmniretError):
             ConseMiniEncoder(**bad)
     broken = tmp_path / "broken.jpg"

@@ -79,6 +79,16 @@ def _cpu_has_native_bf16() -> bool:
         return False
 
 
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise OmniretError(f"device {device!r} is not a torch device ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise OmniretError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
 def _cache_root() -> Path:
     return Path(os.environ.get("OMNIRET_CACHE", Path.home() / ".cache" / "omniret"))
 
@@ -113,7 +123,7 @@ class ConseMiniEncoder(Encoder):
             raise OmniretError(f"templates must be non-empty and each contain '{{}}', got {templates!r}")
         if not 8 <= int(max_length) <= 512:
             raise OmniretError(f"max_length must be in 8..512, got {max_length}")
-        self.device = torch.device(device)
+        self.device = _check_device(device)
         self.precision = precision
         if precision == "bf16" and self.device.type == "cpu" and not _cpu_has_native_bf16():
             warnings.warn(
