@@ -13,19 +13,18 @@ reloads it with its recipe.
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omniret.encoders.base import Encoder
+from omniret.encoders.saved import SAVED_CONFIG, read_saved_config
 from omniret.errors import ModelNotFoundError
 from omniret.registry import Registry
 
 ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
 FAMILIES: Registry[Callable[..., Encoder]] = Registry("model family")
 
-SAVED_CONFIG = "omniret.json"
 
 # Modules whose import registers encoders/families. Imported on first use so `import omniret` stays light.
 _BUILTIN_MODULES = [
@@ -58,9 +57,8 @@ def load_encoder(name_or_path: str | Path = "default", *, family: str | None = N
     if family is None and key in ENCODERS:
         return ENCODERS.get(key)(**options)
     if path.is_dir():
-        cfg_file = path / SAVED_CONFIG
-        if family is None and cfg_file.is_file():
-            family = json.loads(cfg_file.read_text())["family"]
+        if family is None:
+            family = read_saved_config(path).get("family")
         if family is None:
             raise ModelNotFoundError(
                 f"{path}: not an omniret-saved model (no {SAVED_CONFIG}); pass family=... to load an HF directory "

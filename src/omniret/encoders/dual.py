@@ -13,16 +13,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from omniret.encoders import FAMILIES, SAVED_CONFIG
+from omniret.encoders import FAMILIES
 from omniret.encoders.base import PRECISIONS, Encoder
 from omniret.encoders.hub import register_checkpoint
+from omniret.encoders.saved import read_saved_config, save_dir
 from omniret.errors import ConfigError
 from omniret.types import ImagePart, Item
 
@@ -135,14 +135,8 @@ class DualEncoder(Encoder):
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write HF-layout weights, tokenizer, image processor and ``omniret.json``."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out)
-        self.tokenizer.save_pretrained(out)
-        self.image_processor.save_pretrained(out)
         meta = {"family": self.family, "name": self.name, "recipe": asdict(self.recipe_)}
-        (out / SAVED_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
-        return out
+        return save_dir(path, meta, self.model, self.tokenizer, self.image_processor)
 
 
 RUNTIME = frozenset({"name", "device", "precision", "trust_remote_code"})
@@ -157,12 +151,10 @@ def load_dual(family: str, path: str | Path, options: dict[str, Any]) -> DualEnc
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path}: not a model directory (no config.json)")
-    saved: dict[str, Any] = {}
-    if (path / SAVED_CONFIG).is_file():
-        meta = json.loads((path / SAVED_CONFIG).read_text())
-        saved = dict(meta.get("recipe", {}))
-        if meta.get("name"):
-            options = {"name": meta["name"], **options}
+    meta = read_saved_config(path)
+    saved = dict(meta.get("recipe", {}))
+    if meta.get("name"):
+        options = {"name": meta["name"], **options}
     merged = {**DEFAULTS[family], **saved, **options}
     names = {f.name for f in fields(DualRecipe)}
     unknown = set(merged) - names - RUNTIME

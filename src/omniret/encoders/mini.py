@@ -48,6 +48,7 @@ from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
 from omniret.encoders.base import PRECISIONS, Encoder
 from omniret.encoders.effnet import EfficientNetLite0, imagenet_classes, preprocess
 from omniret.encoders.minilm import MAX_LENGTH, MiniLMTextTower, TextBatch, default_minilm_path
+from omniret.encoders.saved import read_saved_config, save_dir
 from omniret.errors import OmniretError
 from omniret.types import Item
 
@@ -162,14 +163,10 @@ class ConseMiniEncoder(Encoder):
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write ``omniret.json`` so ``load_encoder(path)`` rebuilds this encoder with the same options."""
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
         opts = self.options()
         if self.text.path != default_minilm_path():
             opts["text_model"] = str(self.text.path)
-        cfg = {"family": self.family, "name": self.name, "options": opts, "recipe": self.recipe()}
-        (out / SAVED_CONFIG).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
-        return out
+        return save_dir(path, {"family": self.family, "name": self.name, "options": opts, "recipe": self.recipe()})
 
     # ----------------------------------------------------------------- lazy image side
     def _vision_tower(self) -> EfficientNetLite0:
@@ -271,10 +268,9 @@ def _build(**options: Any) -> ConseMiniEncoder:
 def _load_dir(path: str | os.PathLike, **options: Any) -> ConseMiniEncoder:
     """Family loader: an omniret-saved dir (``omniret.json`` options) or a MiniLM-compatible text-model dir."""
     p = Path(path)
-    cfg_file = p / SAVED_CONFIG
-    if cfg_file.is_file():
-        saved = json.loads(cfg_file.read_text()).get("options", {})
-        return ConseMiniEncoder(**{**saved, **options})
+    meta = read_saved_config(p)
+    if meta:
+        return ConseMiniEncoder(**{**meta.get("options", {}), **options})
     if (p / "config.json").is_file():
         return ConseMiniEncoder(text_model=p, **options)
     raise OmniretError(f"{p}: neither an omniret-saved mini model ({SAVED_CONFIG}) nor a MiniLM directory")

@@ -24,6 +24,7 @@ from PIL import Image
 
 from omniret.encoders.base import PRECISIONS, Encoder
 from omniret.encoders.pooling import POOLERS, pool
+from omniret.encoders.saved import read_saved_config, save_dir
 from omniret.errors import ConfigError, DataError
 from omniret.registry import Registry
 from omniret.types import ImagePart, Item
@@ -324,16 +325,8 @@ class QwenVLEncoder(Encoder):
     # ----------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write HF-layout weights, tokenizer, image processor and ``omniret.json`` (family + recipe)."""
-        from omniret.encoders import SAVED_CONFIG
-
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out)
-        self.tokenizer.save_pretrained(out)
-        self.image_processor.save_pretrained(out)
         meta = {"family": self.family, "name": self.name, "recipe": asdict(self.recipe_)}
-        (out / SAVED_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
-        return out
+        return save_dir(path, meta, self.model, self.tokenizer, self.image_processor)
 
 
 RUNTIME_OPTIONS = frozenset({"name", "device", "precision", "trust_remote_code", "base_model"})
@@ -342,18 +335,13 @@ RUNTIME_OPTIONS = frozenset({"name", "device", "precision", "trust_remote_code",
 def load_family(cls: type[QwenVLEncoder], path: str | Path, defaults: dict[str, Any],
                 options: dict[str, Any], runtime_options: frozenset[str] = RUNTIME_OPTIONS) -> QwenVLEncoder:
     """Build ``cls`` from ``path``: family ``defaults`` < recipe saved in ``omniret.json`` < user ``options``."""
-    from omniret.encoders import SAVED_CONFIG
-
     path = Path(path)
     if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file():
         raise ConfigError(f"{path}: not a model directory (no config.json or {ADAPTER_CONFIG})")
-    saved: dict[str, Any] = {}
-    cfg_file = path / SAVED_CONFIG
-    if cfg_file.is_file():
-        meta = json.loads(cfg_file.read_text())
-        saved = dict(meta.get("recipe", {}))
-        if meta.get("name"):
-            options = {"name": meta["name"], **options}
+    meta = read_saved_config(path)
+    saved = dict(meta.get("recipe", {}))
+    if meta.get("name"):
+        options = {"name": meta["name"], **options}
     rec_opts, runtime = MLLMRecipe.split({**defaults, **saved, **options})
     unknown = set(runtime) - runtime_options
     if unknown:

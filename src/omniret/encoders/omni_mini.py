@@ -17,7 +17,6 @@ stays a few MB and the packaged MiniLM supplies the rest.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from omniret.encoders import FAMILIES, SAVED_CONFIG
 from omniret.encoders.base import PRECISIONS, Encoder
 from omniret.encoders.effnet import EfficientNetLite0, preprocess
 from omniret.encoders.minilm import MAX_INSTRUCTION_TOKENS, MAX_LENGTH, MiniLMTextTower, default_minilm_path
+from omniret.encoders.saved import read_saved_config, save_dir
 from omniret.errors import ModelNotFoundError, OmniretError
 from omniret.types import ImagePart, Item
 
@@ -246,9 +246,7 @@ class OmniMiniEncoder(Encoder):
         tensors = self.trained_tensors()
         save_file(tensors, str(out / WEIGHTS))
         self._weights_id = _digest(tensors)
-        cfg = {"family": FAMILY, "name": self.name, "options": self.options(), "recipe": self.recipe()}
-        (out / SAVED_CONFIG).write_text(json.dumps(cfg, indent=2, default=str) + "\n")
-        return out
+        return save_dir(out, {"family": FAMILY, "name": self.name, "options": self.options(), "recipe": self.recipe()})
 
     def load_trained(self, path: str | os.PathLike) -> None:
         """Load ``model.safetensors`` written by :meth:`save_pretrained` (unknown tensor names are an error)."""
@@ -288,10 +286,10 @@ def load_omni_mini(path: str | os.PathLike | None = None, **options: Any) -> Omn
     if path is None:
         return OmniMiniEncoder(**options)
     p = Path(path)
-    cfg_file = p / SAVED_CONFIG
-    if not cfg_file.is_file():
+    meta = read_saved_config(p)
+    if not meta:
         raise ModelNotFoundError(f"{p}: not a saved omni-mini model (no {SAVED_CONFIG})")
-    saved = json.loads(cfg_file.read_text()).get("options", {})
+    saved = meta.get("options", {})
     enc = OmniMiniEncoder(**{**saved, **options})
     enc.load_trained(p)
     return enc

@@ -20,16 +20,16 @@ Weights load from an omniret-saved directory or from the released checkpoint lay
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from omniret.encoders import FAMILIES, SAVED_CONFIG
+from omniret.encoders import FAMILIES
 from omniret.encoders.base import PRECISIONS, Encoder
 from omniret.encoders.families.latent_attention import LatentAttentionPooler
+from omniret.encoders.saved import read_saved_config, save_dir
 from omniret.errors import DataError, OmniretError
 from omniret.types import ImagePart, Item
 
@@ -245,11 +245,8 @@ class MMEmbedEncoder(Encoder):
         self.model.save_pretrained(out)
         state = {k: v.detach().cpu().contiguous() for k, v in self.pooler.state_dict().items()}
         save_file(state, str(out / LATENT_FILE))
-        self.tokenizer.save_pretrained(out)
-        self.image_processor.save_pretrained(out)
-        cfg = {"family": FAMILY, "name": self.name, "recipe": self.recipe()}
-        (out / SAVED_CONFIG).write_text(json.dumps(cfg, indent=2))
-        return out
+        meta = {"family": FAMILY, "name": self.name, "recipe": self.recipe()}
+        return save_dir(out, meta, self.tokenizer, self.image_processor)
 
 
 def make_bidirectional(model: Any) -> None:
@@ -276,7 +273,7 @@ def load_mmembed(path: str | Path, **options: Any) -> MMEmbedEncoder:
     root = Path(path)
     if not (root / "config.json").is_file():
         raise OmniretError(f"{root}: no config.json; not an HF-layout MM-Embed directory")
-    saved = json.loads((root / SAVED_CONFIG).read_text()) if (root / SAVED_CONFIG).is_file() else {}
+    saved = read_saved_config(root)
     recipe_opts = {k: v for k, v in saved.get("recipe", {}).items() if k in _RECIPE_KEYS}
     dtype_name = str(options.pop("dtype", "float32")).replace("torch.", "")
     dtype = getattr(torch, dtype_name, None)

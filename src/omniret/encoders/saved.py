@@ -1,0 +1,39 @@
+"""The ``omniret.json`` beside every saved encoder: family, name and recipe, so a path alone reloads it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omniret.errors import ModelNotFoundError
+
+SAVED_CONFIG = "omniret.json"
+
+
+def save_dir(path: str | os.PathLike, meta: dict[str, Any], *hf_parts: Any) -> Path:
+    """Create ``path``, ``save_pretrained`` each HF part (model, tokenizer, processor) into it, then write
+    ``omniret.json`` last and atomically, so a half-written directory never looks like a saved model."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    for part in hf_parts:
+        part.save_pretrained(out)
+    tmp = out / (SAVED_CONFIG + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    os.replace(tmp, out / SAVED_CONFIG)
+    return out
+
+
+def read_saved_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``omniret.json`` of directory ``path`` as a dict; ``{}`` when there is none."""
+    f = Path(path) / SAVED_CONFIG
+    if not f.is_file():
+        return {}
+    try:
+        meta = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelNotFoundError(f"{f}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ModelNotFoundError(f"{f}: expected a JSON object")
+    return meta
