@@ -35,6 +35,20 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
             yield n, obj
 
 
+def iter_columns(path: str | os.PathLike, width: int, layout: str) -> Iterator[tuple[str, list[str]]]:
+    """Yield ``("file:line", fields)`` for every non-blank row of a whitespace-separated table (qrels, TREC
+    runs); a row without exactly ``width`` fields raises :class:`DataError` quoting the expected ``layout``."""
+    p = Path(path)
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != width:
+                raise DataError(f"{p}:{n}: expected {layout!r}, got {line.strip()!r}")
+            yield f"{p}:{n}", parts
+
+
 def field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, *, optional: bool = False) -> Any:
     """``obj[key]`` checked against ``kind``; ``where`` is ``"file:line"`` for the error message.
 
@@ -52,9 +66,11 @@ def field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: s
 
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` as UTF-8 JSONL (one object a line), creating parent directories."""
+    """Write ``rows`` as UTF-8 JSONL (one object a line) atomically, creating parent directories."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", encoding="utf-8") as f:
+    tmp = p.with_name(p.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, p)  # a crash mid-write leaves the previous file intact

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omniret.data.jsonl import field as get_field
-from omniret.data.jsonl import iter_jsonl
+from omniret.data.jsonl import iter_columns, iter_jsonl
 from omniret.errors import DataError
 from omniret.types import MODALITIES, Item
 
@@ -118,21 +118,14 @@ def read_qrels(path: str | os.PathLike, into: Qrels | None = None) -> Qrels:
     if not p.is_file():
         raise DataError(f"{p}: no such qrels file")
     q = into if into is not None else Qrels()
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 5:
-                raise DataError(f"{p}:{n}: expected '<qid> 0 <did> <rel> <task_id>', got {line.strip()!r}")
-            qid, _, did, rel, task = parts
-            try:
-                r, t = int(rel), int(task)
-            except ValueError:
-                raise DataError(f"{p}:{n}: relevance and task_id must be integers, got {rel!r}, {task!r}") from None
-            if r > 0:
-                q.rel.setdefault(qid, {})[did] = r
-                q.task_of[qid] = t
+    for where, (qid, _, did, rel, task) in iter_columns(p, 5, "<qid> 0 <did> <rel> <task_id>"):
+        try:
+            r, t = int(rel), int(task)
+        except ValueError:
+            raise DataError(f"{where}: relevance and task_id must be integers, got {rel!r}, {task!r}") from None
+        if r > 0:
+            q.rel.setdefault(qid, {})[did] = r
+            q.task_of[qid] = t
     return q
 
 

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from omniret.data.jsonl import iter_columns
 from omniret.errors import DataError
 
 RUN_TAG = "omniret"
@@ -35,18 +36,11 @@ def write_trec(
 
 def read_trec(path: str | os.PathLike) -> dict[str, list[tuple[str, float]]]:
     """Read a run back as ``qid -> [(did, score), ...]`` ordered by the rank column."""
-    p = Path(path)
     rows: dict[str, list[tuple[int, str, float]]] = {}
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise DataError(f"{p}:{n}: expected 'qid Q0 did rank score tag', got {line.strip()!r}")
-            try:
-                rank, score = int(parts[3]), float(parts[4])
-            except ValueError:
-                raise DataError(f"{p}:{n}: rank must be an integer and score a number") from None
-            rows.setdefault(parts[0], []).append((rank, parts[2], score))
+    for where, (qid, _, did, rank_s, score_s, _tag) in iter_columns(path, 6, "qid Q0 did rank score tag"):
+        try:
+            rank, score = int(rank_s), float(score_s)
+        except ValueError:
+            raise DataError(f"{where}: rank must be an integer and score a number") from None
+        rows.setdefault(qid, []).append((rank, did, score))
     return {q: [(d, s) for _, d, s in sorted(r)] for q, r in rows.items()}
