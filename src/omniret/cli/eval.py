@@ -11,6 +11,10 @@ eval_app = typer.Typer(help="Evaluate an encoder on M-BEIR, MMEB or BEIR-layout 
 
 _MODEL = typer.Option("default", "--model", "-m", help="Registered model name or saved model directory.")
 _OUT = typer.Option(..., "--out", "-o", help="Output directory (results.json, results.md, runs/, charts).")
+_DEVICE = typer.Option(None, help="Encoder device, e.g. cuda.")
+_PRECISION = typer.Option(None, help="fp32 | bf16 | fp16.")
+_THREADS = typer.Option(None, help="torch CPU threads (default: torch's choice).")
+_BATCH = typer.Option(32, help="Encoding batch size.")
 
 
 def _encoder(model: str, device: str | None, precision: str | None, threads: int | None = None):
@@ -62,13 +66,13 @@ def mbeir(
     pool: str = typer.Option("local", help="local | global | both."),
     instruction_mode: str = typer.Option("fixed", help="fixed (first prompt) | random (UniIR) | none."),
     seed: int = typer.Option(0, help="Seed of the random instruction pick."),
-    batch_size: int = typer.Option(32, help="Encoding batch size."),
+    batch_size: int = _BATCH,
     cache_dir: Path = typer.Option(None, help="Embedding cache (default ~/.cache/omniret/emb)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached pool embeddings."),
     skip_missing_images: bool = typer.Option(False, help="Skip (and count) records whose image file is missing."),
-    device: str = typer.Option(None, help="Encoder device, e.g. cuda."),
-    precision: str = typer.Option(None, help="fp32 | bf16 | fp16."),
-    threads: int = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    threads: int = _THREADS,
 ) -> None:
     """Recall@1/5/10 (UniIR hit@k) and modality accuracy per task, on the local and/or global pool."""
     from omniret.data.mbeir import discover_tasks
@@ -100,11 +104,11 @@ def mmeb(
     out: Path = _OUT,
     datasets: list[str] = typer.Option(None, "--datasets", help="Only these data sets (comma separated)."),
     image_root: Path = typer.Option(None, help="Image paths are relative to this (default: --root)."),
-    batch_size: int = typer.Option(32, help="Encoding batch size."),
+    batch_size: int = _BATCH,
     skip_missing_images: bool = typer.Option(False, help="Skip (and count) rows with a missing image."),
-    device: str = typer.Option(None, help="Encoder device, e.g. cuda."),
-    precision: str = typer.Option(None, help="fp32 | bf16 | fp16."),
-    threads: int = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    threads: int = _THREADS,
 ) -> None:
     """hit@1 over each query's own candidates; per data set, meta-task, IND/OOD and overall."""
     from omniret.data.mmeb import dataset_files
@@ -128,12 +132,12 @@ def beir(
     out: Path = _OUT,
     split: str = typer.Option("test", help="qrels/<split>.tsv"),
     instruction: str = typer.Option(None, help="Query-side task instruction."),
-    batch_size: int = typer.Option(32, help="Encoding batch size."),
+    batch_size: int = _BATCH,
     cache_dir: Path = typer.Option(None, help="Embedding cache (default ~/.cache/omniret/emb)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached corpus embeddings."),
-    device: str = typer.Option(None, help="Encoder device, e.g. cuda."),
-    precision: str = typer.Option(None, help="fp32 | bf16 | fp16."),
-    threads: int = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    threads: int = _THREADS,
 ) -> None:
     """nDCG@10, Recall@100 and MRR@10 with exact search."""
     from omniret.data.beir import check_beir_root
