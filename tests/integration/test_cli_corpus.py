@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
+from _cli import run
 from PIL import Image
-
-from omniret.cli.app import main
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real CLI entry point (``main``) in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["omniret", *args])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -4,25 +4,16 @@ files written, and TREC runs from which anyone recomputes results.json."""
 from __future__ import annotations
 
 import json
-import sys
 
 import ir_measures
 import pytest
+from _cli import run
 from _eval_helpers import build_colour_mbeir
 from ir_measures import nDCG
 
-from omniret.cli.app import main
 from omniret.data.mbeir import read_qrels
 from omniret.eval.metrics import mean_hit_at_k
 from omniret.eval.trec import read_trec
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["omniret", *args])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
+from _cli import run
 from _eval_helpers import build_colour_mbeir
 from PIL import Image
 
 from omniret import load_encoder
-from omniret.cli.app import main
 from tiny_models import build_tiny_clip, build_tiny_qwen2vl, build_tiny_qwen25vl
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["omniret", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module", params=["gme", "rematch", "clip"])
