@@ -12,6 +12,7 @@ from transformers import BertConfig, BertModel
 from omniret.encoders import load_encoder
 from omniret.encoders.minilm import default_minilm_path
 from omniret.encoders.omni_mini import OmniMiniEncoder
+from omniret.errors import ModelNotFoundError
 from omniret.training.config import LoraConfig, ModelConfig
 from omniret.training.lora import apply_policy
 from omniret.types import ImagePart, Item
@@ -67,24 +68,69 @@ def test_gradient_reaches_projector_not_vision(enc):
     enc.model.eval()
 
 
-def test_save_load_roundtrip_with_merged_lora(bert_dir, tmp_path):
-    torch.manual_seed(1)
-    e = OmniMiniEncoder(text_model=bert_dir, grid=1)
-    apply_policy(e.model, ModelConfig(lora=LoraConfig(r=2, alpha=4, target_modules=["query", "value"]),
-                                      trainable=["projector.*"]))
+def _lora(e, seed, targets=("query", "value"), trainable=("projector.*",)):
+    torch.manual_seed(seed)
+    apply_policy(e.model, ModelConfig(lora=LoraConfig(r=2, alpha=4, target_modules=list(targets)),
+                                      trainable=list(trainable)))
     with torch.no_grad():  # make the adapters non-trivial (peft starts B at zero)
         for n, p in e.model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.5)
-    items = [Item("a red ball", instruction="find"), Item(image=IMG), Item("ball", image=IMG)]
-    before = e.encode_queries(items)
+
+
+ITEMS = [Item("a red ball", instruction="find"), Item(image=IMG), Item("ball", image=IMG)]
+
+
+def test_save_load_roundtrip_stores_lora_as_low_rank_update(bert_dir, tmp_path):
+    e = OmniMiniEncoder(text_model=bert_dir, grid=1)
+    _lora(e, 1)
+    before = e.encode_queries(ITEMS)
     e.save_pretrained(tmp_path / "m")
     tensors = load_file(str(tmp_path / "m" / "model.safetensors"))
-    assert "text.encoder.layer.0.attention.self.query.weight" in tensors
-    assert not any("lora" in k or "word_embeddings" in k for k in tensors)  # merged, and only what changed
+    q = "text.encoder.layer.0.attention.self.query.weight"
+    assert tensors[q + ".delta_b"].shape == (32, 2) and tensors[q + ".delta_a"].shape == (2, 32)
+    assert not any("lora" in k or "word_embeddings" in k or k.endswith("query.weight") for k in tensors)
     loaded = load_encoder(tmp_path / "m")
     assert loaded.family == "omni-mini" and loaded.recipe_hash == e.recipe_hash
-    np.testing.assert_allclose(loaded.encode_queries(items), before, atol=1e-5)
+    np.testing.assert_allclose(loaded.encode_queries(ITEMS), before, atol=1e-5)
+    base = OmniMiniEncoder(text_model=bert_dir, grid=1).model.text.state_dict()
+    got = loaded.model.text.state_dict()
+    delta = tensors[q + ".delta_b"] @ tensors[q + ".delta_a"]
+    torch.testing.assert_close(got[q[5:]], base[q[5:]] + delta)
+
+
+def test_continued_stage_appends_its_rank_and_keeps_whole_tensors(bert_dir, tmp_path):
+    first = OmniMiniEncoder(text_model=bert_dir, grid=1)
+    _lora(first, 1)
+    first.save_pretrained(tmp_path / "s1")
+    # stage 2 continues from stage 1 with new adapters on query/key and a LayerNorm trained whole
+    second = load_encoder(tmp_path / "s1", text_model=bert_dir)
+    _lora(second, 2, targets=("query", "key"), trainable=("projector.*", "text.encoder.layer.1.output.LayerNorm.*"))
+    with torch.no_grad():
+        dict(second.model.named_parameters())["text.encoder.layer.1.output.LayerNorm.weight"].add_(0.25)
+    before = second.encode_queries(ITEMS)
+    second.save_pretrained(tmp_path / "s2")
+    tensors = load_file(str(tmp_path / "s2" / "model.safetensors"))
+    q, v, k = (f"text.encoder.layer.0.attention.self.{m}.weight" for m in ("query", "value", "key"))
+    assert tensors[q + ".delta_b"].shape == (32, 4)  # rank 2 from each stage
+    assert tensors[v + ".delta_b"].shape == (32, 2) and tensors[k + ".delta_b"].shape == (32, 2)
+    assert "text.encoder.layer.1.output.LayerNorm.weight" in tensors
+    np.testing.assert_allclose(load_encoder(tmp_path / "s2", text_model=bert_dir).encode_queries(ITEMS), before,
+                               atol=1e-5)
+
+
+def test_truncated_low_rank_update_is_a_clear_error(bert_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    e = OmniMiniEncoder(text_model=bert_dir, grid=1)
+    _lora(e, 1)
+    e.save_pretrained(tmp_path / "m")
+    f = tmp_path / "m" / "model.safetensors"
+    tensors = load_file(str(f))
+    del tensors["text.encoder.layer.0.attention.self.query.weight.delta_a"]
+    save_file(tensors, str(f))
+    with pytest.raises(ModelNotFoundError, match="query.weight.*incomplete"):
+        load_encoder(tmp_path / "m")
 
 
 def test_feature_cache_gives_identical_embeddings(bert_dir):

@@ -10,8 +10,11 @@
   (MM-Embed's pool mask). Documents never get an instruction.
 
 Saved layout: ``omniret.json`` (family, options, recipe) + ``model.safetensors`` holding the projector and only
-the MiniLM tensors that training changed (LoRA updates merged into their weight matrices), so the trained model
-stays a few MB and the packaged MiniLM supplies the rest.
+what training changed in MiniLM: a matrix trained through LoRA is stored as its low-rank update, the factors
+``<name>.delta_b`` ``(out, k)`` and ``<name>.delta_a`` ``(k, in)`` with ``W = W_base + delta_b @ delta_a`` (the
+LoRA scaling folded into ``delta_b``; a stage continuing from a saved model appends its own rank, so the
+update stays exact across stages); any other trained tensor is stored whole. The trained model stays a few MB
+and the packaged MiniLM supplies the rest.
 """
 
 from __future__ import annotations
@@ -151,6 +154,9 @@ class OmniMiniEncoder(Encoder):
         self.model.eval()
         self.dim = self.model.text.config.hidden_size
         self._weights_id = "base"
+        # what a loaded model changed relative to the packaged MiniLM (kept so that saving again stays exact)
+        self._full: dict[str, torch.Tensor] = {}
+        self._deltas: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ----------------------------------------------------------------- Encoder hooks
     def item_length(self, item: Item) -> int:
@@ -222,19 +228,33 @@ class OmniMiniEncoder(Encoder):
         }
 
     def trained_tensors(self) -> dict[str, torch.Tensor]:
-        """The projector plus every MiniLM tensor training can have changed (LoRA merged), by canonical name."""
+        """The projector plus what training changed in MiniLM, by canonical name (see the module docstring)."""
         out = {f"projector.{k}": v.detach().cpu().contiguous() for k, v in self.model.projector.state_dict().items()}
         text = self.model.text
+        full = {_canonical(n): p for n, p in text.named_parameters() if p.requires_grad and "lora_" not in n}
+        full.update({k: v for k, v in self._full.items() if k not in full})
+        deltas = dict(self._deltas)
         for mname, mod in text.named_modules():
-            # peft LoRA layers (duck-typed: the library does not import peft): store W + ΔW under the plain name
-            if hasattr(mod, "base_layer") and hasattr(mod, "get_delta_weight") and hasattr(mod, "active_adapters"):
-                w = mod.base_layer.weight.detach().clone()
+            # peft LoRA layers (duck-typed: the library does not import peft): ΔW = Σ scaling · B @ A
+            if hasattr(mod, "base_layer") and hasattr(mod, "lora_A") and hasattr(mod, "active_adapters"):
+                name = f"{_canonical(mname)}.weight"
+                bs, as_ = ([deltas[name][0]], [deltas[name][1]]) if name in deltas else ([], [])
                 for a in mod.active_adapters:
-                    w += mod.get_delta_weight(a).detach().to(w.dtype)
-                out[f"text.{_canonical(mname)}.weight"] = w.cpu().contiguous()
-        for pname, p in text.named_parameters():
-            if p.requires_grad and "lora_" not in pname:
-                out[f"text.{_canonical(pname)}"] = p.detach().cpu().contiguous()
+                    bs.append(mod.lora_B[a].weight.detach() * mod.scaling[a])
+                    as_.append(mod.lora_A[a].weight.detach())
+                if name in full:  # trained whole as well: store the merged matrix
+                    w = mod.base_layer.weight.detach().clone()
+                    for a in mod.active_adapters:
+                        w += mod.get_delta_weight(a).detach().to(w.dtype)
+                    full[name] = w
+                    deltas.pop(name, None)
+                else:
+                    deltas[name] = (torch.cat(bs, dim=1), torch.cat(as_, dim=0))
+        for name, t in full.items():
+            out[f"text.{name}"] = t.detach().cpu().contiguous()
+        for name, (b, a) in deltas.items():
+            out[f"text.{name}.delta_b"] = b.float().cpu().contiguous()
+            out[f"text.{name}.delta_a"] = a.float().cpu().contiguous()
         return out
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
@@ -256,15 +276,32 @@ class OmniMiniEncoder(Encoder):
         if not file.is_file():
             raise ModelNotFoundError(f"{Path(path)}: no {WEIGHTS}")
         tensors = load_file(str(file))
-        proj = {k[len("projector."):]: v for k, v in tensors.items() if k.startswith("projector.")}
-        text = {k[len("text."):]: v for k, v in tensors.items() if k.startswith("text.")}
-        unknown = [k for k in tensors if not k.startswith(("projector.", "text."))]
         own = self.model.text.state_dict()
-        unknown += [f"text.{k}" for k in text if k not in own]
+        proj, full, deltas, unknown = {}, {}, {}, []
+        for k, v in tensors.items():
+            if k.startswith("projector."):
+                proj[k[len("projector."):]] = v
+            elif k.startswith("text.") and k.endswith((".delta_a", ".delta_b")):
+                deltas.setdefault(k[len("text."):-len(".delta_a")], {})[k[-1]] = v
+            elif k.startswith("text."):
+                full[k[len("text."):]] = v
+            else:
+                unknown.append(k)
+        unknown += [f"text.{k}" for k in list(full) + list(deltas) if k not in own]
         if unknown:
             raise ModelNotFoundError(f"{file}: tensors this architecture does not have: {', '.join(unknown[:5])}")
+        for k, f in deltas.items():
+            if set(f) != {"a", "b"} or f["b"].shape[1] != f["a"].shape[0] or \
+                    (f["b"].shape[0], f["a"].shape[1]) != tuple(own[k].shape):
+                raise ModelNotFoundError(f"{file}: low-rank update of {k!r} is incomplete or has the wrong shape")
         self.model.projector.load_state_dict(proj, strict=True)
-        self.model.text.load_state_dict(text, strict=False)
+        self.model.text.load_state_dict(full, strict=False)
+        with torch.no_grad():
+            params = dict(self.model.text.named_parameters())
+            for k, f in deltas.items():
+                params[k] += (f["b"] @ f["a"]).to(params[k].dtype)
+        self._full = full
+        self._deltas = {k: (f["b"], f["a"]) for k, f in deltas.items()}
         self._weights_id = _digest(tensors)
 
 

@@ -50,18 +50,25 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return y / world()[1]
 
 
-def wrap_ddp(model: nn.Module) -> nn.Module:
-    """Wrap in DistributedDataParallel when a process group is up (frozen parameters are fine)."""
-    if world()[1] == 1:
-        return model
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-    ids = [dev.index] if dev.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """Replace each parameter's ``.grad`` by its mean over processes (a missing grad counts as zeros).
 
-
-def no_sync_factory(model: nn.Module):
-    """``model.no_sync`` for a DDP model (skip all-reduce on intermediate backwards), else ``None``."""
-    return model.no_sync if isinstance(model, nn.parallel.DistributedDataParallel) else None
+    Called once per optimiser step, after every backward of the step. Unlike DDP's per-backward hooks this is
+    indifferent to how many backwards a step takes (GradCache, accumulation), to parameters a process did not
+    use (the image projector in a text-only batch) and to parameters outside the model (a learnable
+    temperature): one flattened all-reduce per step, of the trainable parameters only.
+    """
+    if world()[1] == 1 or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world()[1]
+    at = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[at : at + n].view_as(p).clone()
+        at += n
 
 
 @contextlib.contextmanager

@@ -43,7 +43,6 @@ def grad_cache_step(
     encode: Callable[[Any], torch.Tensor],
     groups: Sequence[Sequence[Any]],
     loss_fn: Callable[..., torch.Tensor],
-    no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> torch.Tensor:
     """Run one forward/backward of ``loss_fn`` over chunked inputs; gradients land in ``.grad`` as with
     ``loss.backward()`` on the unchunked batch.
@@ -54,8 +53,6 @@ def grad_cache_step(
         groups: one list of chunks per loss argument, e.g. ``[query_chunks, positive_chunks]``.
         loss_fn: called as ``loss_fn(*embeddings)`` with ``embeddings[g]`` = ``(sum n, D)`` of group ``g``
             (e.g. an :class:`omniret.losses.InfoNCE`; its own parameters get gradients directly).
-        no_sync: optional context-manager factory (``DistributedDataParallel.no_sync``) used for every
-            re-embedding backward but the last, so gradients are all-reduced once.
 
     Returns:
         the detached scalar loss.
@@ -73,10 +70,8 @@ def grad_cache_step(
 
     jobs = [(chunk, g) for g, chunks in enumerate(groups) for chunk in chunks]
     offsets = [0] * len(groups)
-    for j, ((chunk, g), state) in enumerate(zip(jobs, states, strict=True)):
-        last = j == len(jobs) - 1
-        ctx = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
-        with ctx, state.replay():
+    for (chunk, g), state in zip(jobs, states, strict=True):
+        with state.replay():
             emb = encode(chunk)
             grad = reps[g].grad[offsets[g] : offsets[g] + emb.shape[0]]
             offsets[g] += emb.shape[0]

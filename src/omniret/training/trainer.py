@@ -1,5 +1,6 @@
 """The trainer: stages of contrastive training with AdamW, warmup + cosine/linear decay, GradCache or gradient
-accumulation, DDP, and atomic checkpoints that make ``omniret train CONFIG`` resumable by rerunning it.
+accumulation, data parallelism over ``torchrun`` processes (candidates gathered for the loss, gradients averaged
+once per step), and atomic checkpoints that make ``omniret train CONFIG`` resumable by rerunning it.
 
 Layout of ``output_dir``::
 
@@ -30,14 +31,7 @@ from omniret.losses import InfoNCE
 from omniret.training import checkpoint as ckpt
 from omniret.training.config import ResolvedStage, TrainConfig, save_config
 from omniret.training.data import Batch, MixtureSampler, load_sources
-from omniret.training.distributed import (
-    all_reduce_mean,
-    barrier,
-    init_from_env,
-    is_main,
-    no_sync_factory,
-    wrap_ddp,
-)
+from omniret.training.distributed import all_reduce_mean, average_gradients, barrier, init_from_env, is_main
 from omniret.training.gradcache import chunked, grad_cache_step
 from omniret.training.lora import apply_policy
 
@@ -122,12 +116,12 @@ class Trainer:
             raise OmniretError(f"optim.batch_size {o.batch_size} is not divisible by {self.world} processes")
         sampler = MixtureSampler(load_sources(data, self.cfg.seed), o.batch_size, data.batching,
                                  st.loss.hard_negatives, self.cfg.seed + st.index)
-        model = wrap_ddp(encoder.model)
         step = self._resume(sdir / "checkpoints", encoder, loss_fn, opt, sched, sampler)
         t0, pairs = time.perf_counter(), 0
         while step < o.max_steps:
             opt.zero_grad(set_to_none=True)
-            loss = sum(self._step(encoder, model, loss_fn, sampler.next_batch(), st) for _ in range(o.accumulation_steps))
+            loss = sum(self._step(encoder, loss_fn, sampler.next_batch(), st) for _ in range(o.accumulation_steps))
+            average_gradients(params)
             if o.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm)
             opt.step()
@@ -152,7 +146,7 @@ class Trainer:
         barrier()
         return final
 
-    def _step(self, encoder: Any, model: torch.nn.Module, loss_fn: InfoNCE, batch: Batch, st: ResolvedStage) -> torch.Tensor:
+    def _step(self, encoder: Any, loss_fn: InfoNCE, batch: Batch, st: ResolvedStage) -> torch.Tensor:
         """Forward + backward of one batch (this process's shard); returns the detached loss."""
         b, h = len(batch.queries), st.loss.hard_negatives
         lo, hi = self.rank * b // self.world, (self.rank + 1) * b // self.world
@@ -172,11 +166,11 @@ class Trainer:
 
             def enc(prepared: Any) -> torch.Tensor:
                 with autocast:
-                    return model(prepared).float()
+                    return encoder.model(prepared).float()
 
-            return grad_cache_step(enc, groups, fn, no_sync=no_sync_factory(model))
+            return grad_cache_step(enc, groups, fn)
         with autocast:
-            embs = [model(encoder.prepare(list(items), is_query=isq)).float() for items, isq in sides]
+            embs = [encoder.model(encoder.prepare(list(items), is_query=isq)).float() for items, isq in sides]
         loss = fn(*embs)
         loss.backward()
         return loss.detach()
