@@ -37,12 +37,16 @@ _BUILTIN_MODULES = [
 ]
 _loaded = False
 
+#: the registered encoder that ``"default"`` names (chosen by held-out quality; see docs/results.md)
+DEFAULT_ENCODER = "conse-minilm"
+
 
 def load_builtins() -> None:
     global _loaded
     if not _loaded:
         for mod in _BUILTIN_MODULES:
             importlib.import_module(mod)
+        ENCODERS.add("default", ENCODERS.get(DEFAULT_ENCODER), f"the bundled offline encoder ({DEFAULT_ENCODER})")
         _loaded = True
 
 
@@ -73,4 +77,4 @@ def load_encoder(name_or_path: str | Path = "default", *, family: str | None = N
     )
 
 
-__all__ = ["Encoder", "ENCODERS", "FAMILIES", "load_encoder", "load_builtins", "SAVED_CONFIG"]
+__all__ = ["DEFAULT_ENCODER", "Encoder", "ENCODERS", "FAMILIES", "load_encoder", "load_builtins", "SAVED_CONFIG"]

