@@ -1,17 +1,20 @@
-"""`omniret mine` on a handmade M-BEIR-layout directory with the real default encoder: C1/C2 rules exactly."""
+"""`omniret mine` on a handmade M-BEIR-layout directory with the real default encoder: C1/C2 rules exactly; the
+trainer's mining before a stage, reused when an earlier stage ran the identical job."""
 
 import json
 
 import numpy as np
 import pytest
+from _train_data import make_tiny_bert
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from omniret.cli.app import app
 from omniret.data import mbeir
 from omniret.encoders import load_encoder
-from omniret.training.config import MineConfig
+from omniret.training.config import MineConfig, config_from_dict
 from omniret.training.mining import choose, modality_aware_sets
+from omniret.training.trainer import Trainer
 
 COLORS = {"red": (220, 20, 20), "blue": (20, 40, 220), "green": (20, 160, 40), "yellow": (240, 220, 20),
           "black": (10, 10, 10), "white": (245, 245, 245)}
@@ -103,3 +106,32 @@ def test_mine_cli_rejects_bad_ranks(root, tmp_path):
     res = CliRunner().invoke(app, ["mine", str(root), "--out", str(tmp_path), "--top-n", "5", "--min-rank", "5"])
     assert res.exit_code != 0
     assert "min-rank" in str(res.exception) or "min-rank" in res.output
+
+
+def test_trainer_reuses_an_identical_mining_job(root, tmp_path):
+    bert = make_tiny_bert(tmp_path / "bert")
+    mine = {"top_n": 6, "min_rank": 3, "count": 2, "mix": "wrong_modality"}
+    raw = {
+        "name": "reuse", "output_dir": "run", "seed": 1,
+        "model": {"family": "omni-mini", "options": {"text_model": str(bert), "max_length": 32, "grid": 1}},
+        "data": {"batching": "homogeneous", "sources": [{"kind": "mbeir", "path": str(root), "split": "train"}]},
+        "loss": {"temperature": 0.1, "hard_negatives": 1},
+        "optim": {"lr": 1e-3, "max_steps": 1, "batch_size": 4, "checkpoint_every": 10, "log_every": 1},
+        "stages": [{"name": "rand", "init": "base", "loss": {"temperature": 0.1, "hard_negatives": 0}},
+                   {"name": "hard", "init": "base", "mine": {"model": "previous", **mine}},
+                   {"name": "again", "init": "previous", "mine": {"model": "stage:rand", **mine}},
+                   {"name": "other", "init": "previous", "mine": {"model": "stage:rand", **mine, "count": 1}}],
+    }
+    logs: list[str] = []
+    Trainer(config_from_dict(raw, tmp_path), log=logs.append).run()
+    run = tmp_path / "run"
+    mined = {s: run / s / "mined" / "source0" for s in ("hard", "again", "other")}
+    assert any(f"reusing hard negatives mined in {mined['hard']}" in m for m in logs)
+    assert sum("stage other: mined" in m for m in logs) == 1  # different settings: mined anew
+    for f in sorted(mined["hard"].glob("*.jsonl")):
+        assert (mined["again"] / f.name).read_text() == f.read_text()
+
+    bad = {**raw, "output_dir": "bad", "stages": [raw["stages"][0],
+                                                  {"name": "x", "init": "base", "mine": {"model": "stage:nope", **mine}}]}
+    with pytest.raises(Exception, match="stage:nope.*names no completed earlier stage"):
+        Trainer(config_from_dict(bad, tmp_path), log=logs.append).run()

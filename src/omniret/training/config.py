@@ -120,7 +120,8 @@ class OptimConfig:
 class MineConfig:
     """Modality-aware hard-negative mining run before a stage (METHODS.md §2.5)."""
 
-    #: which model mines: "previous" (the last stage's output) or a saved model path
+    #: which model mines: "previous" (the last stage's output), "stage:NAME" (an earlier stage's output) or a
+    #: saved model path
     model: str = "previous"
     top_n: int = 50
     min_rank: int = 45
@@ -281,7 +282,7 @@ def _resolve_paths(obj: Any, base: Path) -> None:
     """Make relative path fields absolute against ``base`` (the config file's directory)."""
 
     def fix(v: str | None) -> str | None:
-        if v is None or v in ("base", "previous") or os.path.isabs(v):
+        if v is None or v in ("base", "previous") or v.startswith("stage:") or os.path.isabs(v):
             return v
         return str((base / v).resolve())
 

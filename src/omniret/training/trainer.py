@@ -193,10 +193,20 @@ class Trainer:
         return enc
 
     def _mine(self, st: ResolvedStage, prev: Path | None, sdir: Path):
+        """Mine hard negatives for every M-BEIR source of ``st``; an identical mining job of an earlier stage
+        (same model, settings and source) is reused instead of run again."""
         from omniret.training.mining import mine_source
 
         m = st.mine
-        model_path = prev if m.model == "previous" else Path(m.model)
+        if m.model == "previous":
+            model_path = prev
+        elif m.model.startswith("stage:"):
+            name = m.model[len("stage:"):]
+            model_path = self.out / name / "final"
+            if not (model_path / DONE).is_file():
+                raise OmniretError(f"stage {st.name!r}: mine.model {m.model!r} names no completed earlier stage")
+        else:
+            model_path = Path(m.model)
         if model_path is None:
             raise OmniretError(f"stage {st.name!r}: mine.model 'previous' but there is no previous stage")
         sources, encoder = [], None
@@ -205,11 +215,24 @@ class Trainer:
                 sources.append(s)
                 continue
             out = sdir / "mined" / f"source{i}"
+            key = {"model": str(Path(model_path).resolve()), "mine": dataclasses.asdict(m), "source": dataclasses.asdict(s)}
+            key["mine"].pop("model")
+            if not (out / DONE).is_file() and is_main():
+                same = [d for d in self.out.glob("*/mined/source*") if d != out and (d / DONE).is_file()
+                        and (d / "key.json").is_file() and json.loads((d / "key.json").read_text()) == key]
+                if same:
+                    tmp = out.with_name(out.name + ".tmp")
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    shutil.copytree(same[0], tmp)
+                    tmp.rename(out)
+                    self.log(f"stage {st.name}: reusing hard negatives mined in {same[0]}")
+            barrier()
             if not (out / DONE).is_file():
                 if encoder is None:
                     encoder = load_encoder(model_path, device=self.cfg.device)
                 if is_main():
                     stats = mine_source(encoder, s, out, m)
+                    (out / "key.json").write_text(json.dumps(key) + "\n")
                     (out / DONE).write_text(json.dumps(stats) + "\n")
                     self.log(f"stage {st.name}: mined {out} {json.dumps(stats)}")
                 barrier()
