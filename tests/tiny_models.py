@@ -123,11 +123,12 @@ def _qwen_common(tok, hidden: int) -> dict:
     return {"text_config": text, **top}
 
 
-def _save_qwen(model, tok, out: Path, image_processor) -> Path:
+def _save(out: Path, *parts) -> Path:
+    """``save_pretrained`` every part (model, tokenizer, image processor) into one directory."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    image_processor.save_pretrained(out)
+    for part in parts:
+        part.save_pretrained(out)
     return out
 
 
@@ -148,7 +149,7 @@ def build_tiny_qwen2vl(out: Path, hidden: int = 32, seed: int = 0) -> Path:
                   spatial_merge_size=2, temporal_patch_size=2)
     cfg = Qwen2VLConfig(vision_config=vision, **_qwen_common(tok, hidden))
     model = Qwen2VLForConditionalGeneration(cfg).eval()
-    return _save_qwen(model, tok, Path(out), _qwen_image_processor())
+    return _save(out, model, tok, _qwen_image_processor())
 
 
 def build_tiny_qwen25vl(out: Path, hidden: int = 32, seed: int = 0) -> Path:
@@ -162,7 +163,7 @@ def build_tiny_qwen25vl(out: Path, hidden: int = 32, seed: int = 0) -> Path:
                   fullatt_block_indexes=[1])
     cfg = Qwen2_5_VLConfig(vision_config=vision, **_qwen_common(tok, hidden))
     model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
-    return _save_qwen(model, tok, Path(out), _qwen_image_processor())
+    return _save(out, model, tok, _qwen_image_processor())
 
 
 # --------------------------------------------------------------------------------------------- CLIP / SigLIP
@@ -180,12 +181,7 @@ def build_tiny_clip(out: Path, seed: int = 0) -> Path:
                   image_size=32, patch_size=8)
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
     proc = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    proc.save_pretrained(out)
-    return out
+    return _save(out, model, tok, proc)
 
 
 def build_tiny_siglip(out: Path, seed: int = 0) -> Path:
@@ -202,12 +198,7 @@ def build_tiny_siglip(out: Path, seed: int = 0) -> Path:
                   image_size=32, patch_size=8)
     model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).eval()
     proc = SiglipImageProcessorPil(size={"height": 32, "width": 32})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    proc.save_pretrained(out)
-    return out
+    return _save(out, model, tok, proc)
 
 
 # --------------------------------------------------------------------------------------------- images

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from omniret.cli.app import app
 from omniret.data import mbeir
 from omniret.encoders import load_encoder
+from omniret.errors import OmniretError
 from omniret.training.config import MineConfig, config_from_dict
 from omniret.training.mining import choose, modality_aware_sets
 from omniret.training.trainer import Trainer
@@ -133,5 +134,5 @@ def test_trainer_reuses_an_identical_mining_job(root, tmp_path):
 
     bad = {**raw, "output_dir": "bad", "stages": [raw["stages"][0],
                                                   {"name": "x", "init": "base", "mine": {"model": "stage:nope", **mine}}]}
-    with pytest.raises(Exception, match="stage:nope.*names no completed earlier stage"):
+    with pytest.raises(OmniretError, match="stage:nope.*names no completed earlier stage"):
         Trainer(config_from_dict(bad, tmp_path), log=logs.append).run()

@@ -64,11 +64,8 @@ def average_gradients(params: list[nn.Parameter]) -> None:
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= world()[1]
-    at = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[at : at + n].view_as(p).clone()
-        at += n
+    for p, g in zip(params, flat.split([p.numel() for p in params]), strict=True):
+        p.grad = g.view_as(p)
 
 
 @contextlib.contextmanager

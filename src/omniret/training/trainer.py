@@ -217,15 +217,8 @@ class Trainer:
             out = sdir / "mined" / f"source{i}"
             key = {"model": str(Path(model_path).resolve()), "mine": dataclasses.asdict(m), "source": dataclasses.asdict(s)}
             key["mine"].pop("model")
-            if not (out / DONE).is_file() and is_main():
-                same = [d for d in self.out.glob("*/mined/source*") if d != out and (d / DONE).is_file()
-                        and (d / "key.json").is_file() and json.loads((d / "key.json").read_text()) == key]
-                if same:
-                    tmp = out.with_name(out.name + ".tmp")
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    shutil.copytree(same[0], tmp)
-                    tmp.rename(out)
-                    self.log(f"stage {st.name}: reusing hard negatives mined in {same[0]}")
+            if is_main() and (src := self._same_mining(out, key)) is not None:
+                self.log(f"stage {st.name}: reusing hard negatives mined in {src}")
             barrier()
             if not (out / DONE).is_file():
                 if encoder is None:
@@ -238,6 +231,21 @@ class Trainer:
                 barrier()
             sources.append(dataclasses.replace(s, queries=str(out)))
         return dataclasses.replace(st.data, sources=sources)
+
+    def _same_mining(self, out: Path, key: dict[str, Any]) -> Path | None:
+        """Copy into ``out`` the result of a finished mining job with the same ``key`` (model, settings, source),
+        if any stage of this run has one and ``out`` is not finished yet; returns the directory copied."""
+        if (out / DONE).is_file():
+            return None
+        for d in self.out.glob("*/mined/source*"):
+            if d != out and (d / DONE).is_file() and (d / "key.json").is_file() \
+                    and json.loads((d / "key.json").read_text()) == key:
+                tmp = out.with_name(out.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(d, tmp)
+                tmp.rename(out)
+                return d
+        return None
 
     # ------------------------------------------------------------------ checkpoints / logs
     def _checkpoint(self, root, step, encoder, loss_fn, opt, sched, sampler, keep) -> None:
