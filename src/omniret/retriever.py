@@ -90,13 +90,16 @@ class Retriever:
         return cls(enc, index)
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, encoder: Encoder | str | None = None) -> Retriever:
-        """Open an index; without ``encoder``, load the one its manifest names. A different encoder (name or
-        recipe hash) is an :class:`~omniret.errors.IndexMismatchError`."""
+    def open(
+        cls, index_dir: str | os.PathLike, encoder: Encoder | str | None = None, **encoder_options: Any
+    ) -> Retriever:
+        """Open an index; without ``encoder``, load the one its manifest names (with ``encoder_options``, e.g.
+        ``precision="int8"``). A different encoder (name or recipe hash) is an
+        :class:`~omniret.errors.IndexMismatchError`."""
         index = FlatIndex.open(index_dir)
         if encoder is None:
             encoder = index.manifest.encoder_ref or index.manifest.encoder_name
-        enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
+        enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder, **encoder_options)
         return cls(enc, index)
 
     @classmethod

@@ -9,7 +9,7 @@ from typing import Any
 
 from omniret.data.beir import load_beir
 from omniret.encoders.base import Encoder
-from omniret.eval.cache import cached_embeddings
+from omniret.eval.cache import cached_embeddings, precision_tag
 from omniret.eval.metrics import mean_metric
 from omniret.eval.trec import write_trec
 from omniret.index.exact import topk_inner_product
@@ -35,7 +35,7 @@ def evaluate_beir(
     data = load_beir(root, split)
     t0 = time.perf_counter()
     dids, docs = data.corpus_items()
-    model_key = f"{encoder.name}-{encoder.recipe_hash}"
+    model_key = f"{encoder.name}-{encoder.recipe_hash}" + precision_tag(encoder)
     d_emb, _ = cached_embeddings(
         cache_dir, model_key, root / "corpus.jsonl", dids,
         lambda: encoder.encode_documents(docs, batch_size=batch_size, progress=progress),

@@ -43,7 +43,7 @@ from omniret.data.mbeir import (
 from omniret.encoders.base import Encoder
 from omniret.errors import DataError
 from omniret.eval.benchmarks import MBEIR_KS, mbeir_headline_k, target_modality
-from omniret.eval.cache import cached_embeddings, default_cache_dir
+from omniret.eval.cache import cached_embeddings, default_cache_dir, precision_tag
 from omniret.eval.metrics import hit_at_k, modality_accuracy_at_k
 from omniret.eval.trec import write_trec
 from omniret.index.exact import topk_inner_product
@@ -95,7 +95,7 @@ class _Run:
 
     def __init__(self, root: Path, encoder: Encoder, opts: MBeirOptions) -> None:
         self.root, self.encoder, self.opts = root, encoder, opts
-        self.model_key = f"{encoder.name}-{encoder.recipe_hash}"
+        self.model_key = f"{encoder.name}-{encoder.recipe_hash}" + precision_tag(encoder)
         self.skipped = {"queries_missing_image": 0, "candidates_missing_image": 0, "paths": []}
         self.pools: dict[Path, _Pool] = {}
         self.modality_of: dict[str, str] = {}
