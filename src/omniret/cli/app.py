@@ -19,6 +19,7 @@ _COMMAND_MODULES = [
     "omniret.cli.corpus",  # index, search, info
     "omniret.cli.models",  # models
     "omniret.cli.eval",  # eval mbeir|mmeb|beir
+    "omniret.cli.lodo",  # eval lodo (leave-one-domain-out)
     "omniret.cli.data",  # data build emoji|wordnet
     "omniret.cli.train",  # train CONFIG.yaml
     "omniret.cli.mine",  # mine (modality-aware hard negatives)
