@@ -83,8 +83,8 @@ def clipart(cache: Path | None, size: int) -> Iterator[Sample]:
             continue  # numbered files without a title say nothing
         try:
             img = _on_white(Image.open(file), size)
-        except (OSError, ValueError):
-            continue  # a few files in the archive are not decodable images
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # a few files in the archive are undecodable or huge (>178 Mpx) posters
         yield f"clip:{file.relative_to(root)}", title, img
 
 
