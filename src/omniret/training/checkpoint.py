@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from omniret.index.manifest import fsync_dir as fsync_path  # works for files and directories
+from omniret.io import fsync_path  # works for files and directories
 
 STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
