@@ -1,4 +1,5 @@
-"""Crash-safe file writes: the one helper every index, manifest, checkpoint, cache, report and config uses.
+"""Crash-safe file writes (the one helper every index, manifest, checkpoint, cache, report and config uses)
+and safe reads of user files (regular files only, size-capped, never blocking on a FIFO).
 
 A write goes to a uniquely named temporary file in the target's directory, is flushed and fsynced, then
 ``os.replace``-d over the target and the directory entry is fsynced. A crash (even ``kill -9``) at any
@@ -9,14 +10,20 @@ its temporary file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from omniret.errors import DataError
+
 TMP_SUFFIX = ".tmp"
+MAX_TEXT_BYTES = 8 * 1024 * 1024
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -101,3 +108,56 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------- safe reads
+def display(path: object) -> str:
+    """``path`` as printable text: undecodable bytes of a non-UTF-8 name become ``\\xNN`` escapes."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_regular(path: Path, cap: int) -> str | None:
+    """Why ``path`` must not be read (not a regular file, too large, unreadable), or ``None`` when it is fine."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a regular file ({_kind(st.st_mode)})"
+    if st.st_size > cap:
+        return f"{st.st_size} bytes exceeds the size cap of {cap} bytes"
+    return None
+
+
+def read_capped(path: Path, cap: int) -> bytes:
+    """The bytes of regular file ``path`` (at most ``cap``); a :class:`DataError` otherwise — never blocks."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # a FIFO or socket with no writer
+            raise DataError(f"{display(path)}: not a regular file") from None
+        raise DataError(f"{display(path)}: cannot read ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"{display(path)}: not a regular file ({_kind(st.st_mode)})")
+        if st.st_size > cap:
+            raise DataError(f"{display(path)}: {st.st_size} bytes exceeds the size cap of {cap} bytes")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(cap + 1)
+    except OSError as e:
+        raise DataError(f"{display(path)}: cannot read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > cap:  # grew after the fstat
+        raise DataError(f"{display(path)}: exceeds the size cap of {cap} bytes")
+    return data
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a plain file"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,36 @@ def _open(path: str | os.PathLike) -> Path:
     return p
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for every non-blank line; a line that is not a JSON object raises
-    :class:`DataError` with ``file:line``."""
+def iter_jsonl(
+    path: str | os.PathLike, on_error: Callable[[str, str], None] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for every non-blank line; a line that is not UTF-8 or not a JSON
+    object raises :class:`DataError` with ``file:line`` — or, given ``on_error(where, reason)``, is reported
+    to it and skipped."""
     p = _open(path)
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+
+    def bad(where: str, reason: str) -> None:
+        if on_error is None:
+            raise DataError(f"{where}: {reason}")
+        on_error(where, reason)
+
+    with p.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad(f"{p}:{n}", f"not UTF-8 ({e.reason} at byte {e.start})")
+                continue
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{n}: invalid JSON ({e.msg})") from None
+                bad(f"{p}:{n}", f"invalid JSON ({e.msg})")
+                continue
             if not isinstance(obj, dict):
-                raise DataError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+                bad(f"{p}:{n}", f"expected a JSON object, got {type(obj).__name__}")
+                continue
             yield n, obj
 
 

@@ -47,6 +47,7 @@ def new_generation_dir(index_dir: Path, previous: str | None, index_id: str) -> 
     gen = index_dir / f"{GEN_PREFIX}{n % 1_000_000:06d}-{secrets.token_hex(4)}"
     gen.mkdir()
     write_durable(gen / OWNER_MARKER, index_id.encode())
+    fsync_path(index_dir)  # the new directory entry is durable before any manifest can name it
     return gen
 
 
