@@ -20,6 +20,8 @@ from omniret.data.scan import Skip, SkipReport
 from omniret.encoders import Encoder, load_encoder
 from omniret.errors import OmniretError
 from omniret.index import FlatIndex, Record, is_index_dir
+from omniret.index.flat import check_k
+from omniret.index.generations import foreign_entries
 from omniret.types import Hit, Item
 
 Query = Item | str
@@ -46,7 +48,8 @@ class IndexReport:
     def __str__(self) -> str:
         return (
             f"added {self.added}, updated {self.updated}, removed {self.removed}, "
-            f"unchanged {self.unchanged}, skipped {len(self.skipped)}; {self.total} documents in the index"
+            f"unchanged {self.unchanged}{f', skipped {len(self.skipped)}' if self.skipped else ''}; "
+            f"{self.total} documents in the index"
         )
 
 
@@ -127,6 +130,12 @@ class Retriever:
         """A new, empty index (saved to ``index_dir`` by :meth:`index_corpus`; ``None`` keeps it in memory)."""
         if index_dir is not None and is_index_dir(index_dir):
             raise OmniretError(f"{index_dir}: an index already exists there; use Retriever.open()")
+        foreign = foreign_entries(Path(index_dir)) if index_dir is not None else []
+        if foreign:
+            raise OmniretError(
+                f"{index_dir}: folder is not empty and holds no omniret index ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); index into a new or empty folder"
+            )
         ref = _encoder_ref(encoder)
         enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
         index = FlatIndex(
@@ -225,6 +234,7 @@ class Retriever:
         to queries that carry none. ``modality`` restricts results to ``"text"``, ``"image"``,
         ``"image,text"`` or a list of them.
         """
+        k = check_k(k)  # before any model work
         single = isinstance(query, (Item, str))
         queries = [query] if single else list(query)
         if not queries:
