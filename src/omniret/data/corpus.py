@@ -20,7 +20,6 @@ same relative paths, a JSONL ``did`` equal to a folder path), the new document g
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -41,7 +40,7 @@ from omniret.data.scan import (
 )
 from omniret.errors import DataError
 from omniret.images import IMAGE_EXTENSIONS
-from omniret.index.base import Record
+from omniret.index.base import Record, scoped_id
 from omniret.types import MODALITIES, Item
 
 log = logging.getLogger(__name__)
@@ -222,12 +221,6 @@ class UpdatePlan:
     removed: list[str] = field(default_factory=list)
     #: documents of this source in the index before the run
     source_total: int = 0
-
-
-def scoped_id(source: str, id: str) -> str:
-    """``id`` made unique to ``source``: ``<source name>~<8 hex of the source path>/<id>``."""
-    tag = hashlib.sha1(source.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    return f"{Path(source).name}~{tag}/{id}"
 
 
 def plan_update(

@@ -73,9 +73,26 @@ def owned_stale(index_dir: Path, live: str, previous: str | None, index_id: str)
 def remove_stale(index_dir: Path, live: str, previous: str | None, index_id: str) -> None:
     """Delete the generations this index owns other than ``live``, and stray temporary manifests."""
     for p in owned_stale(index_dir, live, previous, index_id):
-        shutil.rmtree(p, ignore_errors=True)
+        remove_generation(p)
     for p in index_dir.glob(".manifest.json.*.tmp"):
         p.unlink(missing_ok=True)
+
+
+def remove_generation(gen: Path) -> None:
+    """Delete generation ``gen`` with its owner marker LAST, so a crash half-way leaves a directory that is
+    still recognisably ours (marker present) or empty — either way the next save finishes the job."""
+    for p in gen.iterdir():
+        if p.name == OWNER_MARKER:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    (gen / OWNER_MARKER).unlink(missing_ok=True)
+    try:
+        gen.rmdir()
+    except OSError:
+        pass  # something appeared inside meanwhile: leave it
 
 
 def foreign_entries(index_dir: Path) -> list[str]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from omniret.errors import DataError, IndexMismatchError, OmniretError
-from omniret.index.base import Record
+from omniret.index.base import Record, scoped_id
 from omniret.index.generations import foreign_entries, new_generation_dir, new_index_id, remove_stale
 from omniret.index.hnsw import HNSWGraph, HNSWParams
 from omniret.index.lock import IndexLock
@@ -100,11 +100,22 @@ def _rebase(index: FlatIndex, root: Path, current: Manifest) -> None:
     gone = [i for i, put in pending.items() if not put]
     _m, v, recs, graph = load_state(root)
     index._adopt(_m, v, recs, graph)
+    records = [_keep_sources_apart(index, r) for r in records]
     if puts:
         index.upsert(vectors, records)
     index.remove(gone)
     if kind is not None:
         index.set_kind(kind)
+
+
+def _keep_sources_apart(index: FlatIndex, rec: Record) -> Record:
+    """``rec`` re-keyed with :func:`scoped_id` when the merged state holds its id for another source (two
+    concurrent indexing runs of different folders with the same relative paths)."""
+    src = rec.metadata.get("source")
+    held = index.get(rec.id)
+    if src is None or held is None or held.metadata.get("source") == src:
+        return rec
+    return dataclasses.replace(rec, id=scoped_id(str(src), rec.id))
 
 
 def _commit(index: FlatIndex, root: Path, current: Manifest | None) -> None:
