@@ -236,6 +236,8 @@ class Retriever:
         """
         k = check_k(k)  # before any model work
         single = isinstance(query, (Item, str))
+        if not single and not isinstance(query, Sequence):
+            raise OmniretError(f"query must be a str, an Item or a list of them, got {type(query).__name__}")
         queries = [query] if single else list(query)
         if not queries:
             return []

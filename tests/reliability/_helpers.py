@@ -78,3 +78,40 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
            "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
                           timeout=timeout)
+
+
+def register_hash_encoder() -> None:
+    """Make ``--model hash-test`` loadable by the CLI run in this process."""
+    from omniret.encoders import ENCODERS, load_builtins
+
+    load_builtins()
+    ENCODERS.add(HashEncoder.name, HashEncoder)
+
+
+def write_png_header(path: Path, width: int, height: int) -> None:
+    """A 1x1 PNG whose header claims ``width`` x ``height`` (a decompression bomb's calling card)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """``omniret *args`` through the real entry point, in-process; returns (exit code, stdout, stderr)."""
+    import pytest
+
+    from omniret.cli.app import main
+
+    monkeypatch.setattr(sys, "argv", ["omniret", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err

@@ -12,7 +12,7 @@ from omniret.cli.escape import cell, clean, json_text
 from omniret.errors import OmniretError
 
 #: exit code of `omniret index` when it indexed and saved the good inputs but skipped some (listed on stderr)
-SKIPPED_EXIT = 2
+SKIPPED_EXIT = 3
 INDEX_OPT = typer.Option(..., "--index", "-i", help="Index directory.", show_default=False)
 
 
@@ -52,7 +52,7 @@ def index_cmd(
 ) -> None:
     """Index PATH into --index DIR; when DIR exists only new or changed documents are encoded.
 
-    Bad files are skipped and listed at the end; the good ones are indexed and saved, and the exit code is 2.
+    Bad files are skipped and listed at the end; the good ones are indexed and saved, and the exit code is 3.
     """
     from omniret.retriever import Retriever
 

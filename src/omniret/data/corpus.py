@@ -171,7 +171,7 @@ def _jsonl_item(obj: dict, where: str, root: Path, seen: set[str]) -> Item:
         img_file = (root / img).resolve()
         if not str(img_file).startswith(str(root).rstrip(os.sep) + os.sep):
             raise DataError(f"{where}: img_path {img!r} leads outside the image root {root}")
-        if not img_file.is_file():
+        if not img_file.exists():
             raise DataError(f"{where}: image not found: {root / img}")
         why = check_regular(img_file, MAX_IMAGE_BYTES)
         if why:

@@ -175,7 +175,10 @@ class FlatIndex(Index):
 
     # ------------------------------------------------------------------ mutation
     def _check_vectors(self, vectors: np.ndarray, n: int) -> np.ndarray:
-        v = np.asarray(vectors, dtype=np.float32)
+        try:
+            v = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"vectors must be a numeric (N, {self.dim}) array ({e})") from None
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise IndexMismatchError(f"vectors of shape {v.shape} do not fit index dim {self.dim}")
         if len(v) != n:
@@ -278,7 +281,10 @@ class FlatIndex(Index):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search` but returns ``(scores, rows)`` arrays ``(Q, k')``; row ``-1`` pads a
         query that got fewer results (only possible with HNSW)."""
-        q = np.asarray(queries, dtype=np.float32)
+        try:
+            q = np.asarray(queries, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"query vectors must be a numeric (Q, {self.dim}) array ({e})") from None
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:

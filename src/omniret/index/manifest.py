@@ -23,6 +23,7 @@ from typing import Any
 
 from omniret.errors import DataError, IndexMismatchError, OmniretError
 from omniret.index.generations import check_generation_name
+from omniret.index.hnsw import HNSWParams
 from omniret.io import atomic_write_text
 
 FORMAT_VERSION = 1
@@ -91,6 +92,10 @@ class Manifest:
             raise DataError(f"{path}: params and checksums must be JSON objects")
         if self.generation is not None:
             check_generation_name(self.generation, path)
+        try:
+            HNSWParams.from_dict(self.params)
+        except (OmniretError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: bad HNSW parameters ({e})") from None
 
     def check_encoder(self, name: str, recipe_hash: str, where: str | os.PathLike = "index") -> None:
         """Raise :class:`IndexMismatchError` unless ``name`` and ``recipe_hash`` are the ones that built it."""
