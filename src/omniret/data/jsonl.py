@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from omniret.errors import DataError
+from omniret.io import atomic_open
 
 
 def _open(path: str | os.PathLike) -> Path:
@@ -83,10 +84,6 @@ def field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: s
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     """Write ``rows`` as UTF-8 JSONL (one object a line) atomically, creating parent directories."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(path) as f:  # a crash mid-write leaves the previous file intact
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, p)  # a crash mid-write leaves the previous file intact
