@@ -57,8 +57,9 @@ class IndexReport:
 MASS_DELETE_SHARE = 0.5
 #: documents encoded per chunk; a chunk with a bad input is retried without it (skip-and-report)
 ENCODE_CHUNK = 512
-#: errors that mean "this input is bad", not "the program is broken"
-_INPUT_ERRORS = (OmniretError, ValueError, OSError)
+#: errors that mean "this input is bad" (decoding, validation); an OSError (disk full, I/O) or a runtime
+#: failure is about the machine, not the document, and stops the run
+_INPUT_ERRORS = (OmniretError, ValueError)
 
 
 def encode_skipping(
