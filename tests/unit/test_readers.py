@@ -15,10 +15,10 @@ from omniret.data.mbeir import (
     parse_query_filename,
     read_instructions,
     read_pool,
-    read_qrels,
     read_queries,
 )
 from omniret.data.mmeb import dataset_files, read_eval, read_train, strip_placeholder
+from omniret.data.qrels import read_qrels
 from omniret.errors import DataError
 from omniret.eval.benchmarks import mbeir_headline_k, mmeb_dataset_info, target_modality
 
@@ -71,7 +71,7 @@ def test_mbeir_records(tmp_path):
         ('{"txt": "a", "modality": "text"}', "missing required field 'did'"),
         ('{"did": "1:1", "txt": "a", "modality": "audio"}', "modality must be one of"),
         ('{"did": "1:1", "txt": null, "img_path": null, "modality": "image"}', "lacks its image"),
-        ('{"did": 5, "txt": "a", "modality": "text"}', "field 'did' must be str"),
+        ('{"did": [5], "txt": "a", "modality": "text"}', "field 'did' must be str/int"),
     ],
 )
 def test_malformed_pool_row_names_file_and_line(tmp_path, line, msg):
