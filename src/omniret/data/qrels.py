@@ -44,6 +44,15 @@ def _fields(line: str) -> list[str]:
     return [p.strip() for p in line.rstrip("\r\n").split("\t")] if "\t" in line else line.split()
 
 
+def _columns(parts: list[str], where: str, line: str) -> tuple[str, str, str, str | None]:
+    """``(qid, did, grade, task_id or None)`` of one line in any of the three layouts."""
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2], None
+    if len(parts) in (4, 5):
+        return parts[0], parts[2], parts[3], parts[4] if len(parts) == 5 else None
+    raise DataError(f"{where}: expected {LAYOUTS}, got {line.strip()!r}")
+
+
 def read_qrels(path: str | os.PathLike, *, keep_nonrelevant: bool = False, into: Qrels | None = None) -> Qrels:
     """Judgements of ``path`` (added to ``into`` when given). A malformed line raises :class:`DataError`
     naming ``file:line``; a header is recognised only as the first line with a non-numeric grade."""
@@ -60,13 +69,7 @@ def read_qrels(path: str | os.PathLike, *, keep_nonrelevant: bool = False, into:
             where = f"{p}:{n}"
             if width and len(parts) != width:
                 raise DataError(f"{where}: expected {width} fields like the lines before, got {line.strip()!r}")
-            if len(parts) == 3:
-                qid, did, grade_s, task_s = parts[0], parts[1], parts[2], None
-            elif len(parts) in (4, 5):
-                qid, did, grade_s = parts[0], parts[2], parts[3]
-                task_s = parts[4] if len(parts) == 5 else None
-            else:
-                raise DataError(f"{where}: expected {LAYOUTS}, got {line.strip()!r}")
+            qid, did, grade_s, task_s = _columns(parts, where, line)
             grade = _number(grade_s)
             if grade is None and first and len(parts) == 3:
                 first = False
