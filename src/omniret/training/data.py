@@ -131,6 +131,11 @@ def mmeb_examples(cfg: SourceConfig) -> dict[str, list[Example]]:
     return out
 
 
+def instruction_mode(cfg: DataConfig) -> str:
+    """The :class:`~omniret.data.mbeir.QueryInstructions` mode of ``data.instruction_choice`` ("first" = "fixed")."""
+    return "fixed" if cfg.instruction_choice == "first" else cfg.instruction_choice
+
+
 def load_sources(cfg: DataConfig, seed: int = 0) -> list[Source]:
     """Read every configured source (errors name the file and record)."""
     out = []
@@ -138,8 +143,7 @@ def load_sources(cfg: DataConfig, seed: int = 0) -> list[Source]:
         if not os.path.exists(s.path):
             raise DataError(f"data.sources[{i}].path: {s.path} does not exist")
         if s.kind == "mbeir":
-            mode = "fixed" if cfg.instruction_choice == "first" else cfg.instruction_choice
-            tasks = mbeir_examples(s, mode, seed)
+            tasks = mbeir_examples(s, instruction_mode(cfg), seed)
         elif s.kind == "pairs":
             tasks = pairs_examples(s)
         else:
