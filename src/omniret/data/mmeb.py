@@ -15,8 +15,9 @@ as a separate part. As in VLM2Vec's eval code (``src/data/eval_dataset/image_*``
 applies only to candidates with an image; text candidates (class labels, answers, captions) are their raw
 text. Eval Items carry, in ``Item.metadata``, the facts a family's MMEB formatting may depend on:
 ``mmeb_dataset``, ``mmeb_role`` (``query``/``candidate``) and, on candidates, ``mmeb_query_modality``
-(VLM2Vec's newline rules, :func:`omniret.encoders.families.qwen2vl.mmeb_eval_suffix`). Image paths are relative to ``image_root``. A data set is a ``<name>.jsonl`` or
-``<name>.parquet`` file, or a ``<name>/`` directory of them; the name keys MMEB's meta-task tables.
+(VLM2Vec's newline rules, :func:`omniret.encoders.families.qwen2vl.mmeb_eval_suffix`). Image paths are
+relative to ``image_root``. A data set is a ``<name>.jsonl`` or ``<name>.parquet`` file, or a ``<name>/``
+directory of them; the name keys MMEB's meta-task tables.
 """
 
 from __future__ import annotations
