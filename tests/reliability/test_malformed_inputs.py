@@ -235,7 +235,7 @@ JSONL_CASES = [
     ("did-list", ['{"did": [1], "txt": "x", "modality": "text"}'], "pool.jsonl:1: field 'did' must be str/int"),
     ("no-modality", ['{"did": "1", "txt": "x"}'], "pool.jsonl:1: missing required field 'modality'"),
     ("video", ['{"did": "1", "txt": "x", "modality": "video"}'], "pool.jsonl:1: modality must be one of"),
-    ("mismatch", ['{"did": "1", "txt": "x", "modality": "image"}'], "modality is 'image' but the fields make it"),
+    ("mismatch", ['{"did": "1", "txt": "x", "modality": "image"}'], "modality is 'image' but the record lacks its image"),
     ("txt-number", ['{"did": "1", "txt": 5, "modality": "text"}'], "pool.jsonl:1: field 'txt' must be str"),
     ("dup", ['{"did": "1", "txt": "x", "modality": "text"}', '{"did": "1", "txt": "y", "modality": "text"}'],
      "pool.jsonl:2: duplicate did '1'"),

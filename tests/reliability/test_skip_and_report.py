@@ -112,7 +112,7 @@ def test_two_sources_with_same_paths_keep_both(tmp_path):
     pool.write_text('{"did": "same.txt", "txt": "plum text", "modality": "text"}\n')
     r.index_corpus(pool)
     texts = sorted(rec.txt for rec in r.index.records())
-    assert texts == ["apple text", "pear text", "plum text"]
+    assert texts == ["Plum text.", "apple text", "pear text"]  # a pool's text goes through UniIR's formatting
     # re-running each source changes nothing: the scoped ids are stable
     for src in (one, two, pool):
         rep = r.index_corpus(src)

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omniret.data.jsonl import field as get_field
 from omniret.data.jsonl import iter_jsonl
+from omniret.data.mbeir import pool_record
 from omniret.data.scan import (
     MAX_IMAGE_BYTES,
     MAX_TEXT_BYTES,
@@ -41,7 +41,7 @@ from omniret.data.scan import (
 from omniret.errors import DataError
 from omniret.images import IMAGE_EXTENSIONS
 from omniret.index.base import Record, scoped_id
-from omniret.types import MODALITIES, Item
+from omniret.types import Item
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,12 @@ def load_jsonl(
 ) -> list[Item]:
     """Items from an M-BEIR-style candidate JSONL (``did``, ``txt``, ``img_path``, ``modality``).
 
-    ``img_path`` is relative to ``image_root`` (default: the JSONL's directory) and must stay inside it.
-    Malformed JSON, a missing field, a modality that disagrees with the fields, a missing or escaping image
-    or a repeated ``did`` is a :class:`DataError` naming ``file:line`` — or, with a non-strict ``report``,
-    that line is skipped and recorded.
+    Records are read and converted exactly as evaluation reads a pool (:func:`omniret.data.mbeir.pool_record`,
+    :meth:`~omniret.data.mbeir.MBeirRecord.to_item`: UniIR's text formatting), so an index built from a pool
+    file holds the same vectors the benchmark scores. ``img_path`` is relative to ``image_root`` (default: the
+    JSONL's directory) and must stay inside it. Malformed JSON, a missing field, a modality naming a part the
+    record lacks, a missing or escaping image or a repeated ``did`` is a :class:`DataError` naming
+    ``file:line`` — or, with a non-strict ``report``, that line is skipped and recorded.
     """
     report = report if report is not None else SkipReport(strict=True)
     src = Path(path).expanduser().resolve()
@@ -141,43 +143,33 @@ def load_jsonl(
     items, seen = [], set()
     for n, obj in iter_jsonl(src, report.skip):
         try:
-            item = _jsonl_item(obj, f"{src}:{n}", root, seen)
+            item = _jsonl_item(obj, f"{src}:{n}", root, seen, {"source": str(src), "line": n})
         except DataError as e:
             report.skip(f"{src}:{n}", str(e).removeprefix(f"{src}:{n}: "))
             continue
-        item.metadata.update({"source": str(src), "line": n})
-        if "src_content" in obj:
-            item.metadata["src_content"] = obj["src_content"]
         items.append(item)
     return items
 
 
-def _jsonl_item(obj: dict, where: str, root: Path, seen: set[str]) -> Item:
-    did = str(get_field(obj, "did", (str, int), where))
-    txt = (get_field(obj, "txt", str, where, optional=True) or "").strip() or None
-    img = get_field(obj, "img_path", str, where, optional=True) or None
-    mod = get_field(obj, "modality", str, where)
-    if mod not in MODALITIES:
-        raise DataError(f"{where}: modality must be one of {', '.join(MODALITIES)}, got {mod!r}")
-    actual = "image,text" if txt and img else "image" if img else "text" if txt else None
-    if actual != mod:
-        raise DataError(f"{where}: modality is {mod!r} but the fields make it {actual or 'empty'!r}")
-    if did in seen:
-        raise DataError(f"{where}: duplicate did {did!r}")
-    if not utf8_name(did) or not utf8_name(txt or "") or not utf8_name(img or ""):
+def _jsonl_item(obj: dict, where: str, root: Path, seen: set[str], meta: dict) -> Item:
+    rec = pool_record(obj, where)
+    if rec.id in seen:
+        raise DataError(f"{where}: duplicate did {rec.id!r}")
+    if not all(utf8_name(s) for s in (rec.id, rec.txt or "", rec.img_path or "")):
         raise DataError(f"{where}: did, txt and img_path must be valid Unicode text")
-    img_file = None
-    if img is not None:
-        img_file = (root / img).resolve()
+    if rec.img_path is not None:
+        img_file = (root / rec.img_path).resolve()
         if not str(img_file).startswith(str(root).rstrip(os.sep) + os.sep):
-            raise DataError(f"{where}: img_path {img!r} leads outside the image root {root}")
+            raise DataError(f"{where}: img_path {rec.img_path!r} leads outside the image root {root}")
         if not img_file.exists():
-            raise DataError(f"{where}: image not found: {root / img}")
+            raise DataError(f"{where}: image not found: {root / rec.img_path}")
         why = check_regular(img_file, MAX_IMAGE_BYTES)
         if why:
             raise DataError(f"{where}: image {img_file}: {why}")
-    seen.add(did)
-    return Item(txt, image=str(img_file) if img_file else None, id=did, metadata={})
+    seen.add(rec.id)
+    if "src_content" in obj:
+        meta["src_content"] = obj["src_content"]
+    return rec.to_item(root, metadata=meta)
 
 
 def load_corpus(

@@ -11,9 +11,9 @@ from omniret.data.mbeir import (
     MBeirTask,
     discover_tasks,
     global_pool_file,
-    read_qrels,
     read_queries,
 )
+from omniret.data.qrels import read_qrels
 from omniret.errors import DataError
 
 
