@@ -113,3 +113,22 @@ def test_two_indexing_runs_into_one_index_keep_both(tmp_path):
     assert len(ids) == 80 and len(set(ids)) == 80
     texts = {FlatIndex.open(ix).get(i).txt for i in ids}
     assert texts == {f"{n} document number {i}" for n in ("one", "two") for i in range(40)}
+
+
+def test_a_blocked_writer_names_the_holder(tmp_path):
+    from omniret.index.lock import IndexLock, IndexLockedError
+
+    path = tmp_path / "ix"
+    make_index(path, n=2)
+    with IndexLock(path):  # flock conflicts between two open file descriptions, even in one process
+        ix = FlatIndex.open(path)
+        ix.remove(["d0"])
+        ix.lock_timeout = 0.2
+        try:
+            ix.save()
+            raise AssertionError("saved while another writer held the lock")
+        except IndexLockedError as e:
+            assert f"another writer holds the index lock (pid {os.getpid()} on" in str(e)
+            assert "gave up after 0.2s" in str(e)
+    ix.save()  # the holder is gone: the save goes through
+    assert FlatIndex.open(path).ids() == ["d1"]

@@ -71,6 +71,8 @@ class FlatIndex(Index):
 
     #: with a modality filter, HNSW is skipped when this few documents pass it (exact is cheaper then)
     exact_below = 1024
+    #: seconds a save waits for another writer's lock (None: ``$OMNIRET_LOCK_TIMEOUT``, default 120)
+    lock_timeout: float | None = None
 
     def __init__(
         self,

@@ -68,7 +68,7 @@ def _load_generation(root: Path, m: Manifest) -> tuple[np.ndarray, list[Record],
 def save_index(index: FlatIndex, root: Path) -> Path:
     """Persist ``index`` into ``root`` (see the module docstring); returns ``root``."""
     root.mkdir(parents=True, exist_ok=True)
-    with IndexLock(root):
+    with IndexLock(root, timeout=index.lock_timeout):
         current = Manifest.read(root) if (root / MANIFEST).is_file() else None
         if current is None:
             foreign = foreign_entries(root)
