@@ -22,6 +22,7 @@ from omniret.errors import DataError, IndexMismatchError, OmniretError
 from omniret.index.base import Index, Record, parse_modalities
 from omniret.index.hnsw import HNSWGraph, HNSWParams
 from omniret.index.manifest import KINDS, Manifest
+from omniret.index.persist import load_state, save_index
 from omniret.index.storage import GRAPH, RECORDS, VECTORS  # noqa: F401  (file names, re-exported)
 from omniret.types import MODALITIES, Hit
 
@@ -41,7 +42,10 @@ def rescore(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> tuple
     """Exact scores of candidate ``rows`` ``(Q, k)`` (``-1`` = none) from the stored ``vectors``, re-sorted best
     first: the graph only proposes candidates, so a damaged graph can never report a score it made up."""
     safe = np.where(rows < 0, 0, rows)
-    scores = np.einsum("qd,qkd->qk", queries, vectors[safe]) if rows.size else np.zeros(rows.shape, np.float32)
+    scores = np.zeros(rows.shape, np.float32)
+    step = max(1, 2**24 // max(1, rows.shape[1] * vectors.shape[1]))  # gather at most ~64 MB at a time
+    for s in range(0, len(rows), step):
+        scores[s : s + step] = np.einsum("qd,qkd->qk", queries[s : s + step], vectors[safe[s : s + step]])
     scores = np.where(rows < 0, -np.inf, scores).astype(np.float32)
     order = np.argsort(-scores, axis=1, kind="stable")
     return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
@@ -325,8 +329,6 @@ class FlatIndex(Index):
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Persist to ``path`` (default: :attr:`path`) under the writer lock, merged with any save another
         writer made since this index was opened; returns the index directory (see :mod:`~omniret.index.persist`)."""
-        from omniret.index.persist import save_index
-
         if path is not None:
             self.path = Path(path)
         if self.path is None:
@@ -336,14 +338,19 @@ class FlatIndex(Index):
     @classmethod
     def open(cls, path: str | os.PathLike, encoder: Any = None) -> FlatIndex:
         """Load and verify the live generation of ``path``; with ``encoder``, refuse a mismatched one."""
-        from omniret.index.persist import load_state
-
         root = Path(path)
         m, vectors, records, graph = load_state(root)
         if encoder is not None:
             m.check_encoder(encoder.name, encoder.recipe_hash, root)
-        idx = cls(m.dim, encoder_name=m.encoder_name, recipe_hash=m.recipe_hash, encoder_ref=m.encoder_ref,
-                  kind=m.kind, hnsw=m.params, path=root)
+        idx = cls(
+            m.dim,
+            encoder_name=m.encoder_name,
+            recipe_hash=m.recipe_hash,
+            encoder_ref=m.encoder_ref,
+            kind=m.kind,
+            hnsw=m.params,
+            path=root,
+        )
         idx._adopt(m, vectors, records, graph)
         idx._base = (root.resolve(), m.generation)
         return idx
