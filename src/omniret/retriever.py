@@ -77,14 +77,34 @@ def encode_skipping(
         except _INPUT_ERRORS:
             if report.strict:
                 raise
-        for it in chunk:  # find the bad ones one by one (preparing alone is cheap), then retry the rest
+        # find the bad items by preparing each alone (decoding, tokenising: no model call), then encode the
+        # rest in batches; an item that only fails inside the model is caught by the one-by-one fallback
+        good = []
+        for it in chunk:
+            try:
+                encoder.prepare([it], is_query=False)
+                good.append(it)
+            except _INPUT_ERRORS as e:
+                report.skip(_where(it), _reason(e, it))
+        try:
+            vecs.append(encoder.encode_documents(good, batch_size=batch_size))
+            kept.extend(good)
+            continue
+        except _INPUT_ERRORS:
+            pass
+        for it in good:
             try:
                 vecs.append(encoder.encode_documents([it], batch_size=1))
                 kept.append(it)
             except _INPUT_ERRORS as e:
-                report.skip(next((im.path for im in it.images if im.path), None) or it.id, _reason(e, it))
+                report.skip(_where(it), _reason(e, it))
     dim = encoder.dim
     return (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), kept
+
+
+def _where(item: Item) -> str:
+    """How a skipped document is named: its image file, else its id."""
+    return next((im.path for im in item.images if im.path), None) or str(item.id)
 
 
 def _reason(e: Exception, item: Item) -> str:

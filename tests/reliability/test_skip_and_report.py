@@ -33,17 +33,27 @@ def _messy_folder(root):
     return root
 
 
+class CountingForward(HashEncoder):
+    forwards = 0
+
+    def forward(self, batch):
+        CountingForward.forwards += 1
+        return super().forward(batch)
+
+
 def test_bad_files_are_skipped_and_listed(tmp_path):
     folder = _messy_folder(tmp_path / "messy")
-    r = Retriever.create(tmp_path / "ix", HashEncoder())
+    r = Retriever.create(tmp_path / "ix", CountingForward())
     report = r.index_corpus(folder)
     assert report.added == 7 and report.total == 7
+    # the bad images are found by preparing items alone; the 7 good ones still go through the model as one batch
+    assert CountingForward.forwards == 1
     assert sorted(s.where.rsplit("/", 1)[-1] for s in report.skipped) == sorted(BAD)
     ix = FlatIndex.open(tmp_path / "ix")
     assert sorted(ix.ids()) == ["deep.png", "good0.txt", "good1.txt", "good2.txt", "good3.txt", "good4.txt", "green.jpg"]
     assert all("root:x" not in (rec.txt or "") for rec in ix.records())
     # a second run: nothing new, the skipped files are listed again, nothing is removed
-    again = Retriever.open(tmp_path / "ix", HashEncoder()).index_corpus(folder)
+    again = Retriever.open(tmp_path / "ix", CountingForward()).index_corpus(folder)
     assert (again.added, again.removed, again.unchanged, len(again.skipped)) == (0, 0, 7, 7)
 
 
