@@ -20,6 +20,7 @@ def lodo(
     baseline: str = typer.Option("conse-minilm", help="Model scored beside each fold's trained model."),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Override every stage's optim.max_steps."),
     threads: int = typer.Option(None, help="torch CPU threads."),
+    folds: str = typer.Option(None, help="Comma-separated held-out domains to run (default: every domain)."),
 ) -> None:
     """For each domain: train on the others, then score it (R@10 both ways, union-pool MA@1) beside a baseline."""
     import torch
@@ -35,7 +36,7 @@ def lodo(
     if absent:
         raise OmniretError(f"--domains-root: no such domain directories: {', '.join(absent)}")
     res = run_lodo(load_config(config), roots, out, baseline=baseline, wordnet=wordnet, max_steps=max_steps,
-                   log=typer.echo)
+                   log=typer.echo, folds=[f.strip() for f in folds.split(",") if f.strip()] if folds else None)
     typer.echo((out / "lodo.md").read_text())
     typer.echo(f"wrote {out / 'lodo.json'} ({len(res['folds'])} folds)")
 

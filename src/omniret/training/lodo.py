@@ -72,16 +72,23 @@ def score_domain(root: Path, encoder: Encoder, batch_size: int = 32) -> dict[str
 def run_lodo(
     base: TrainConfig, roots: dict[str, Path], out: Path, *, baseline: str = "conse-minilm",
     wordnet: Path | None = None, max_steps: int | None = None, log: Callable[[str], None] = print,
+    folds: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run every fold; writes ``out/lodo.json`` and ``out/lodo.md`` and returns the JSON dict."""
+    """Run every fold (or only the held-out domains in ``folds``, e.g. to run folds in parallel processes);
+    writes ``out/lodo.json`` and ``out/lodo.md`` and returns the JSON dict."""
     from omniret.training.trainer import Trainer
 
     missing = [str(r) for r in roots.values() if not (r / "query" / "test").is_dir()]
     if missing:
         raise DataError(f"not a built domain (no query/test): {', '.join(missing)}")
+    unknown = sorted(set(folds or ()) - set(roots))
+    if unknown:
+        raise DataError(f"folds {', '.join(unknown)} are not among the domains {', '.join(roots)}")
     base_enc = load_encoder(baseline)
-    folds = []
+    results = []
     for held_out, root in roots.items():
+        if folds and held_out not in folds:
+            continue
         cfg = lodo_config(base, held_out, roots, out, max_steps)
         log(f"[lodo] {held_out}: training on {', '.join(n for n in roots if n != held_out)} -> {cfg.output_dir}")
         final = Trainer(cfg, log=log).run()
@@ -91,8 +98,8 @@ def run_lodo(
         if wordnet is not None:
             fold["wordnet_ndcg@10"] = evaluate_beir(wordnet, model)["tasks"][0]["ndcg@10"]
         log(f"[lodo] {held_out}: {json.dumps(fold)}")
-        folds.append(fold)
-    result = {"baseline": baseline, "max_steps": max_steps, "folds": folds}
+        results.append(fold)
+    result = {"baseline": baseline, "max_steps": max_steps, "folds": results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "lodo.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "lodo.md").write_text(markdown(result))
