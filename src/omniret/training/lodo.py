@@ -25,6 +25,7 @@ from omniret.encoders import Encoder, load_encoder
 from omniret.errors import DataError
 from omniret.eval.beir_runner import evaluate_beir
 from omniret.eval.runner import MBeirOptions, evaluate_mbeir
+from omniret.io import atomic_write_json, atomic_write_text
 from omniret.training.config import DataConfig, SourceConfig, TrainConfig
 
 
@@ -100,9 +101,8 @@ def run_lodo(
         log(f"[lodo] {held_out}: {json.dumps(fold)}")
         results.append(fold)
     result = {"baseline": baseline, "max_steps": max_steps, "folds": results}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lodo.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "lodo.md").write_text(markdown(result))
+    atomic_write_json(out / "lodo.json", result)
+    atomic_write_text(out / "lodo.md", markdown(result))
     return result
 
 

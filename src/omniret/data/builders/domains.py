@@ -29,6 +29,7 @@ from PIL import Image
 
 from omniret.data.jsonl import write_jsonl
 from omniret.errors import DataError
+from omniret.io import atomic_write_json
 
 Sample = tuple[str, str, Image.Image]  # (concept key, caption, RGB image)
 _CAPTION_OFFSET = 100_000
@@ -144,5 +145,5 @@ def build_domain(
     (root / "instructions" / "query_instructions.tsv").write_text("\n".join(lines) + "\n")
     manifest = {"name": name, "layout": "mbeir", "dataset_id": ds, "seed": seed, "test_fraction": test_fraction,
                 "image_size": size, "train": len(splits["train"]), "test": len(splits["test"])}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_json(root / "manifest.json", manifest)  # last and atomic: a complete build has it
     return manifest
