@@ -100,6 +100,12 @@ class ReMatchEncoder(QwenVLEncoder):
         # each row holds exactly K extra slots, contiguous and in order, so row-major boolean indexing lines up
         return emb.masked_scatter(batch["extra"].unsqueeze(-1), bank.repeat(emb.shape[0], 1))
 
+    def token_states(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The K learnable tokens' last-layer states of every row: ``(B, K, hidden)`` (``ME`` in the paper)."""
+        hidden = self.hidden_states(batch)
+        extra = batch["extra"].to(hidden.device)
+        return hidden[extra].view(hidden.shape[0], self.recipe_.num_tokens, hidden.shape[-1])
+
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
 
