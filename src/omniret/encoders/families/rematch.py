@@ -100,12 +100,19 @@ class ReMatchEncoder(QwenVLEncoder):
         # each row holds exactly K extra slots, contiguous and in order, so row-major boolean indexing lines up
         return emb.masked_scatter(batch["extra"].unsqueeze(-1), bank.repeat(emb.shape[0], 1))
 
-    def save(self, path: str | Path) -> Path:
+    def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model, "banks": self.banks}
+
+    def param_roles(self) -> dict[str, list[str]]:
+        roles = super().param_roles()
+        return {**roles, "projector": roles["projector"] + ["banks.*"]}
+
+    def save_files(self, out: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
 
-        out = super().save(path)
+        meta = super().save_files(out)
         save_file({n: p.detach().float().cpu().contiguous() for n, p in self.banks.items()}, str(out / BANK_FILE))
-        return out
+        return meta
 
 
 REMATCH_DEFAULTS: dict[str, Any] = dict(template="rematch", pooling="mean", positions="mrope",
