@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from omniret.data.corpus import load_corpus, plan_update
-from omniret.encoders import Encoder, load_encoder
+from omniret.encoders import Encoder, load_encoder, open_reference
 from omniret.errors import OmniretError
 from omniret.index import FlatIndex, Record, is_index_dir
 from omniret.types import Hit, Item
@@ -47,12 +46,10 @@ class IndexReport:
         )
 
 
-def _encoder_ref(encoder: Encoder | str | os.PathLike) -> str:
-    """How the manifest will name the encoder for reloading: a registered name or an absolute directory."""
-    if isinstance(encoder, Encoder):
-        return str(getattr(encoder, "source", None) or encoder.name)
-    p = Path(encoder).expanduser()
-    return str(p.resolve()) if p.is_dir() else str(encoder)
+def _encoder_ref(encoder: Encoder) -> str:
+    """How the manifest names the encoder for reopening: the ``source`` ``load_encoder`` recorded (registered
+    name, absolute directory or JSON reference); an encoder built directly falls back to its name."""
+    return encoder.source or encoder.name
 
 
 class Retriever:
@@ -76,8 +73,8 @@ class Retriever:
         """A new, empty index (saved to ``index_dir`` by :meth:`index_corpus`; ``None`` keeps it in memory)."""
         if index_dir is not None and is_index_dir(index_dir):
             raise OmniretError(f"{index_dir}: an index already exists there; use Retriever.open()")
-        ref = _encoder_ref(encoder)
         enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
+        ref = _encoder_ref(enc)
         index = FlatIndex(
             enc.dim,
             encoder_name=enc.name,
@@ -96,7 +93,7 @@ class Retriever:
         index = FlatIndex.open(index_dir)
         if encoder is None:
             encoder = index.manifest.encoder_ref or index.manifest.encoder_name
-        enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
+        enc = encoder if isinstance(encoder, Encoder) else open_reference(str(encoder))
         return cls(enc, index)
 
     @classmethod

@@ -11,7 +11,7 @@ from _train_data import make_config, make_pairs, make_tiny_bert
 from safetensors.torch import load_file
 
 from omniret.training.config import config_from_dict
-from omniret.training.trainer import Trainer
+from omniret.training.stages import run_training
 
 STEPS = 6
 
@@ -25,7 +25,7 @@ def test_two_process_training_equals_one_process(tmp_path):
         cfg["model"]["trainable"] = ["projector.*", "text.encoder.layer.1.output.LayerNorm.*"]
         return cfg  # learnable temperature and one hard negative per query, as in make_config
 
-    Trainer(config_from_dict(config("one"), tmp_path), log=lambda s: None).run()
+    run_training(config_from_dict(config("one"), tmp_path), log=lambda s: None)
     cfg_file = tmp_path / "two.yaml"
     cfg_file.write_text(yaml.safe_dump(config("two")))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -45,5 +45,5 @@ def test_two_process_training_equals_one_process(tmp_path):
     for k in t1:
         torch.testing.assert_close(t2[k], t1[k], atol=1e-6, rtol=1e-5)
     # one log line per logged step (rank 0 only writes)
-    steps = [yaml.safe_load(line)["step"] for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    steps = [yaml.safe_load(line)["step"] for line in (tmp_path / "two" / "main" / "train_log.jsonl").read_text().splitlines()]
     assert steps == [STEPS]

@@ -48,7 +48,7 @@ from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
 from omniret.encoders.base import PRECISIONS, Encoder
 from omniret.encoders.effnet import EfficientNetLite0, imagenet_classes, preprocess
 from omniret.encoders.minilm import MAX_LENGTH, MiniLMTextTower, TextBatch, default_minilm_path
-from omniret.encoders.saved import read_saved_config, save_dir
+from omniret.encoders.saved import read_saved_config
 from omniret.errors import OmniretError
 from omniret.types import Item
 
@@ -161,12 +161,12 @@ class ConseMiniEncoder(Encoder):
             "image_query_instruction": "ignored",
         }
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write ``omniret.json`` so ``load_encoder(path)`` rebuilds this encoder with the same options."""
+    def save_files(self, out: Path) -> dict[str, Any]:
+        """Nothing but ``omniret.json``: the options rebuild this encoder from the packaged weights."""
         opts = self.options()
         if self.text.path != default_minilm_path():
             opts["text_model"] = str(self.text.path)
-        return save_dir(path, {"family": self.family, "name": self.name, "options": opts, "recipe": self.recipe()})
+        return {"family": self.family, "name": self.name, "options": opts, "recipe": self.recipe()}
 
     # ----------------------------------------------------------------- lazy image side
     def _vision_tower(self) -> EfficientNetLite0:

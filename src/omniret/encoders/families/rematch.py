@@ -106,12 +106,19 @@ class ReMatchEncoder(QwenVLEncoder):
         extra = batch["extra"].to(hidden.device)
         return hidden[extra].view(hidden.shape[0], self.recipe_.num_tokens, hidden.shape[-1])
 
-    def save(self, path: str | Path) -> Path:
+    def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model, "banks": self.banks}
+
+    def param_roles(self) -> dict[str, list[str]]:
+        roles = super().param_roles()
+        return {**roles, "projector": roles["projector"] + ["banks.*"]}
+
+    def save_files(self, out: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
 
-        out = super().save(path)
+        meta = super().save_files(out)
         save_file({n: p.detach().float().cpu().contiguous() for n, p in self.banks.items()}, str(out / BANK_FILE))
-        return out
+        return meta
 
 
 REMATCH_DEFAULTS: dict[str, Any] = dict(template="rematch", pooling="mean", positions="mrope",
