@@ -114,6 +114,12 @@ class Encoder(ABC):
         with self.autocast():
             return self.forward(batch).float()
 
+    def embed_tokens(self, prepared: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multi-token families (ReMatch): ``(embeddings (B, D), token states (B, K, D))`` float32 from ONE
+        differentiable forward pass; the embeddings equal :meth:`embed`'s. Others raise."""
+        raise OmniretError(f"model family {self.family!r} has no per-token embedding states (a loss term that "
+                           f"reads them, e.g. 'orth', needs a multi-token family such as 'rematch')")
+
     def trainable_parts(self) -> dict[str, torch.nn.Module]:
         """The named modules that make up the trainable network (family hook; default: not trainable)."""
         raise OmniretError(f"model family {self.family!r} is not trainable")

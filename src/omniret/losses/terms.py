@@ -5,7 +5,8 @@ A training config lists its objective as terms (``loss.terms``)::
     loss:
       terms:
         - {name: contrastive, weight: 1.0, temperature: 0.02}
-        - {name: orth, weight: 0.1}           # another module may register more terms
+        - {name: orth, weight: 0.5}           # ReMatch's L_orth on the K token states
+        - {name: match, weight: 0.1}          # ReMatch's generative matching (omniret.training.matching)
 
 The total loss is ``Σ weight · term``; every term's unweighted value is logged as ``loss_<name>``.
 
@@ -20,10 +21,18 @@ arguments are the keys a config may give beside ``name`` and ``weight`` (an unkn
 * ``"parameters"`` — also the encoder's parameters (``inputs.encoder.trainable_module()``, e.g. an
   orthogonality penalty on a learnable token bank). Works with GradCache: the term's gradient reaches the
   parameters directly.
+* ``"tokens"`` — also the per-token states of a multi-token family (``inputs.tokens``: ``{"queries":
+  (B, K, D), "positives": (B, K, D), "negatives": (B·H, K, D) or None}`` from ``encoder.embed_tokens``, the
+  same forward pass that gives the embeddings), e.g. ReMatch's orthogonality loss. Works with GradCache
+  (the token states are cached beside the embeddings).
 * ``"forward"`` — its own differentiable forward pass over the prepared batch (``inputs.prepared``:
-  ``{"queries": prepared, "positives": prepared, "negatives": prepared or None}`` from ``encoder.prepare``),
-  e.g. a generative matching loss. GradCache never holds a whole batch's activations, so such a term is
-  refused at config validation when ``optim.gradcache_chunk`` is set.
+  ``{"queries": prepared, "positives": prepared, "negatives": prepared or None}`` from ``encoder.prepare``,
+  and ``inputs.items``, the same sides as :class:`~omniret.types.Item` lists), e.g. a generative matching
+  loss. GradCache never holds a whole batch's activations, so such a term is refused at config validation
+  when ``optim.gradcache_chunk`` is set.
+
+A term that owns parameters sized by the model (e.g. a projector into the LM's input space) creates them in
+:meth:`LossTerm.bind`, which the trainer calls with the encoder before it builds the optimiser.
 
 Under ``torchrun`` a term sees its process's shard; a term that needs other processes' rows gathers them
 itself (see :func:`omniret.losses.gather_with_grad`, as :class:`~omniret.losses.InfoNCE` does).
@@ -43,7 +52,7 @@ from omniret.errors import ConfigError, OmniretError
 from omniret.losses.contrastive import InfoNCE
 from omniret.registry import Registry
 
-NEEDS = ("embeddings", "parameters", "forward")
+NEEDS = ("embeddings", "parameters", "tokens", "forward")
 
 
 @dataclass
@@ -55,12 +64,17 @@ class LossInputs:
     negatives: torch.Tensor | None = None
     encoder: Any = None
     prepared: dict[str, Any] | None = None
+    tokens: dict[str, torch.Tensor | None] | None = None
+    items: dict[str, list[Any]] | None = None
 
 
 class LossTerm(nn.Module):
-    """One named objective; ``needs`` says what it reads (``embeddings``, ``parameters`` or ``forward``)."""
+    """One named objective; ``needs`` says what it reads (``embeddings``, ``parameters``, ``tokens``, ``forward``)."""
 
     needs: ClassVar[str] = "embeddings"
+
+    def bind(self, encoder: Any) -> None:
+        """Create model-sized state (called once by the trainer before the optimiser exists)."""
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -101,6 +115,12 @@ class CompositeLoss(nn.Module):
     @property
     def needs(self) -> set[str]:
         return {t.needs for t in self.terms.values()}
+
+    def bind(self, encoder: Any) -> CompositeLoss:
+        """:meth:`LossTerm.bind` every term to ``encoder``; returns ``self``."""
+        for term in self.terms.values():
+            term.bind(encoder)
+        return self
 
     def forward(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {name: term(inputs) for name, term in self.terms.items()}

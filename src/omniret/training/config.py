@@ -244,6 +244,7 @@ def _check_stage(st: ResolvedStage) -> None:
     if lo.hard_negatives < 0 or not lo.temperature > 0:
         raise ConfigError(f"{where}: loss.hard_negatives must be >= 0 and loss.temperature > 0")
     from omniret.losses import build_loss
+    from omniret.training import matching  # noqa: F401  (registers the 'match' loss term)
 
     loss = build_loss(lo.term_specs(), f"{where}: loss.terms")
     if o.gradcache_chunk and "forward" in loss.needs:

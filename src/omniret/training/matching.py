@@ -34,9 +34,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from omniret.encoders.mllm import VISION_BLOCK, instruction_for
+from omniret.encoders.mllm import VISION_BLOCK, QwenVLEncoder, instruction_for
 from omniret.errors import ConfigError, OmniretError
 from omniret.losses.matching import matching_loss
+from omniret.losses.terms import LOSS_TERMS, LossInputs, LossTerm
 from omniret.types import ImagePart, Item
 
 #: paraphrase of the paper's prompt (exact wording unpublished)
@@ -293,5 +294,55 @@ def packed_matching_loss(encoder: Any, projector: MatchingProjector, packed: Pac
     return matching_loss(answer_logits(encoder, projector, packed, embeddings), packed.labels)
 
 
-__all__ = ["DEFAULT_PROMPT", "MatchingPacker", "MatchingProjector", "PackedMatching", "Segment", "answer_logits",
+@LOSS_TERMS.register("match", "ReMatch's generative matching: 8 query/document views per triplet, one packed pass")
+class MatchTerm(LossTerm):
+    """``L_qdm`` as a loss term (config: ``{name: match, weight: 0.1, views: all, soft_tokens: 1}``).
+
+    Each query's document views are its positive and its first hard negative (or, with
+    ``loss.hard_negatives: 0``, the next query's positive). The projector is this term's own parameter,
+    trained with the model and checkpointed with the loss state; d⁺'s slot draws come from ``seed`` and the
+    number of calls so far (saved too), so a resumed run draws what an uninterrupted one would.
+    """
+
+    needs = "forward"
+
+    def __init__(self, views: str = "all", soft_tokens: int = 1, prompt: str = DEFAULT_PROMPT, seed: int = 0) -> None:
+        super().__init__()
+        if views not in VIEWS:
+            raise ConfigError(f"views={views!r} is not valid; choose one of {', '.join(VIEWS)}")
+        if soft_tokens < 1:
+            raise ConfigError(f"soft_tokens must be >= 1, got {soft_tokens}")
+        self.views, self.soft_tokens, self.prompt, self.seed = views, soft_tokens, prompt, seed
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.projector: MatchingProjector | None = None
+        self.packer: MatchingPacker | None = None
+
+    def bind(self, encoder: Any) -> None:
+        if not isinstance(encoder, QwenVLEncoder):
+            raise ConfigError(f"loss term 'match' needs a Qwen2-VL / Qwen2.5-VL family (e.g. rematch); model family "
+                              f"{encoder.family!r} has no language-model head to answer with")
+        self.packer = MatchingPacker(encoder, prompt=self.prompt, views=self.views, soft_tokens=self.soft_tokens)
+        self.projector = MatchingProjector(encoder.dim, self.soft_tokens).to(encoder.device)
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        if self.packer is None or self.projector is None or inputs.items is None:
+            raise OmniretError("loss term 'match' runs only inside the trainer (bound to an encoder, given items)")
+        queries, positives = inputs.items["queries"], inputs.items["positives"]
+        if inputs.negatives is not None:
+            h = inputs.negatives.shape[1]
+            negatives, neg_emb = inputs.items["negatives"][::h], inputs.negatives[:, 0]
+        elif len(queries) > 1:
+            negatives, neg_emb = positives[1:] + positives[:1], inputs.positives.roll(-1, dims=0)
+        else:
+            raise OmniretError("loss term 'match' needs a hard negative (loss.hard_negatives >= 1) or batches of "
+                               ">= 2 queries per process")
+        emb = torch.stack([inputs.queries, inputs.positives, neg_emb], dim=1).flatten(0, 1)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.calls))
+        self.calls += 1
+        packed = self.packer.pack(queries, positives, negatives, gen)
+        with self.packer.enc.autocast():
+            return packed_matching_loss(self.packer.enc, self.projector, packed, emb)
+
+
+__all__ = ["MatchTerm", "DEFAULT_PROMPT", "MatchingPacker", "MatchingProjector", "PackedMatching", "Segment", "answer_logits",
            "packed_matching_loss", "tree_mask"]

@@ -29,6 +29,7 @@ import torch
 from omniret.errors import OmniretError
 from omniret.losses import CompositeLoss, LossInputs, build_loss
 from omniret.training import checkpoint as ckpt
+from omniret.training import matching  # noqa: F401  (registers the 'match' loss term)
 from omniret.training.config import DataConfig, ResolvedStage, TrainConfig, save_config
 from omniret.training.data import Batch, MixtureSampler, load_sources
 from omniret.training.distributed import all_reduce_mean, average_gradients, barrier, is_main
@@ -66,7 +67,7 @@ class Trainer:
             encoder.enable_gradient_checkpointing()
         encoder.precision = st.optim.precision  # autocast in embed(); the weights stay fp32
         self.module = encoder.trainable_module()
-        self.loss_fn: CompositeLoss = build_loss(st.loss.term_specs()).to(encoder.device)
+        self.loss_fn: CompositeLoss = build_loss(st.loss.term_specs()).bind(encoder).to(encoder.device)
         o = st.optim
         self.params = [p for p in self.module.parameters() if p.requires_grad] + \
             [p for p in self.loss_fn.parameters() if p.requires_grad]
@@ -127,10 +128,23 @@ class Trainer:
         if h:
             sides.append(("negatives", batch.negatives, False))
         logged: dict[str, torch.Tensor] = {}
+        names = [name for name, _, _ in sides]
+        tokens = "tokens" in self.loss_fn.needs
 
-        def loss_of(embs: list[torch.Tensor], prepared: dict[str, Any] | None) -> torch.Tensor:
+        def encode(prepared: Any) -> torch.Tensor:
+            """``(B, D)`` embeddings, or ``(B, 1 + K, D)`` = embedding then token states when a term reads
+            them (one tensor, so GradCache caches and replays both)."""
+            if not tokens:
+                return enc.embed(prepared)
+            emb, tok = enc.embed_tokens(prepared)
+            return torch.cat([emb[:, None], tok], dim=1)
+
+        def loss_of(outs: list[torch.Tensor], prepared: dict[str, Any] | None) -> torch.Tensor:
+            embs = [o[:, 0] if tokens else o for o in outs]
             negs = embs[2].reshape(embs[0].shape[0], h, -1) if h else None
-            inputs = LossInputs(embs[0], embs[1], negs, encoder=enc, prepared=prepared)
+            inputs = LossInputs(embs[0], embs[1], negs, encoder=enc, prepared=prepared,
+                                tokens={n: o[:, 1:] for n, o in zip(names, outs, strict=True)} if tokens else None,
+                                items={name: list(items) for name, items, _ in sides})
             total, parts = self.loss_fn(inputs)
             logged.update({"loss": total.detach(), **{f"loss_{k}": v for k, v in parts.items()}})
             return total * scale
@@ -138,10 +152,10 @@ class Trainer:
         chunk = self.st.optim.gradcache_chunk
         if chunk:
             groups = [[enc.prepare(list(c), is_query=isq) for c in chunked(items, chunk)] for _, items, isq in sides]
-            grad_cache_step(enc.embed, groups, lambda *embs: loss_of(list(embs), None))
+            grad_cache_step(encode, groups, lambda *outs: loss_of(list(outs), None))
             return logged
         prepared = {name: enc.prepare(list(items), is_query=isq) for name, items, isq in sides}
-        loss = loss_of([enc.embed(prepared[name]) for name, _, _ in sides], prepared)
+        loss = loss_of([encode(prepared[name]) for name in names], prepared)
         loss.backward()
         return logged
 
