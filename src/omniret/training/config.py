@@ -28,11 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omniret.errors import OmniretError
-
-
-class ConfigError(OmniretError, ValueError):
-    """An invalid training config: names the key and the problem."""
+from omniret.errors import ConfigError  # noqa: F401  (an invalid config: names the key and the problem)
 
 
 @dataclass
