@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tiny_models import _qwen_common, _qwen_image_processor, _save, corpus_sentences, qwen_tokenizer, random_image  # noqa: E402,I001
+from omniret.encoders.tiny import _qwen_common, _qwen_image_processor, _save, corpus_sentences, qwen_tokenizer  # noqa: E402,I001
+from tiny_models import random_image  # noqa: E402
 
 
 def build_small_qwen25vl(out: Path, hidden: int, layers: int) -> Path:
