@@ -106,8 +106,8 @@ def split_by_pair(packer, packed):
 
 def run_mode(args) -> dict:
     from omniret import load_encoder
-    from omniret.training.matching import MatchingPacker, MatchingProjector, answer_logits
     from omniret.losses.matching import matching_loss
+    from omniret.training.matching import MatchingPacker, MatchingProjector, answer_logits
 
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from omniret import Item, load_encoder
 from omniret.errors import ConfigError, OmniretError
 from omniret.losses import orthogonal_loss
-from omniret.training.config import LoraConfig
-from omniret.training.lora import apply_lora
+from omniret.training.config import LoraConfig, ModelConfig
+from omniret.training.lora import apply_policy
 from omniret.training.matching import MatchingPacker, MatchingProjector, answer_logits, packed_matching_loss
 from tiny_models import build_tiny_qwen25vl, random_image
 
@@ -27,12 +27,12 @@ def setup(tmp_path_factory):
     torch.set_num_threads(1)
     path = build_tiny_qwen25vl(tmp_path_factory.mktemp("q25"))
     enc = load_encoder(path, family="rematch", init_tokens=True, num_tokens=K)
-    apply_lora(enc.model, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    apply_policy(enc, ModelConfig(lora=LoraConfig(r=4, alpha=8)))
     torch.manual_seed(0)
-    for n, p in enc.model.named_parameters():
+    for n, p in enc.trainable_module().named_parameters():
         if "lora_B" in n:  # LoRA B starts at zero; make the adapters matter
             torch.nn.init.normal_(p, std=0.05)
-    enc.model.train()
+    enc.train()
     projector = MatchingProjector(enc.dim)
     return enc, projector
 
@@ -199,3 +199,39 @@ def test_orth_on_token_states_has_gradient_to_banks(setup):
     loss = orthogonal_loss(tok)
     (g,) = torch.autograd.grad(loss, [enc.banks["query"]])
     assert 0 < float(loss) < 1 and float(g.abs().max()) > 0
+
+
+def test_match_term_from_config_is_the_packed_loss_and_resumable(setup):
+    from omniret.losses import LossInputs, build_loss
+
+    enc, _ = setup
+    q, p, n = triplets()
+    term = build_loss([{"name": "match", "weight": 0.1}]).bind(enc).terms["match"]
+    with torch.no_grad():
+        emb, _ = embeddings(enc, q, p, n)
+        inputs = LossInputs(emb[0::3], emb[1::3], emb[2::3][:, None], encoder=enc,
+                            items={"queries": q, "positives": p, "negatives": n})
+        got = term(inputs)
+        packed = MatchingPacker(enc).pack(q, p, n, torch.Generator().manual_seed(0))  # seed 0, first call
+        want = packed_matching_loss(enc, term.projector, packed, emb)
+        assert float(got) == pytest.approx(float(want), abs=1e-6)
+        assert int(term.state_dict()["calls"]) == 1  # checkpointed with the loss state: resumed draws continue
+        # without hard negatives the next query's positive is the negative
+        inputs.negatives = None
+        assert torch.isfinite(term(inputs))
+    with pytest.raises(ConfigError, match="Qwen2-VL"):
+        term.bind(type("Other", (), {"family": "clip"})())
+
+
+def test_orth_term_reads_every_sides_token_states(setup):
+    from omniret.losses import LossInputs, build_loss
+
+    enc, _ = setup
+    q, p, n = triplets()
+    with torch.no_grad():
+        emb, tok = embeddings(enc, q, p, n)
+    term = build_loss([{"name": "orth"}]).terms["orth"]
+    inputs = LossInputs(emb[0::3], emb[1::3], tokens={"queries": tok[0::3], "positives": tok[1::3], "negatives": None})
+    assert float(term(inputs)) == pytest.approx(float(orthogonal_loss(torch.cat([tok[0::3], tok[1::3]]))), abs=1e-7)
+    with pytest.raises(OmniretError, match="token states"):
+        term(LossInputs(emb[0::3], emb[1::3]))

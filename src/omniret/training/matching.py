@@ -223,7 +223,7 @@ class MatchingPacker:
         M-RoPE per segment) shifted by the extent of its ancestors."""
         own = [self._own_positions(s) for s in segs]
         start: list[int] = []
-        for s, p in zip(segs, own, strict=True):
+        for s in segs:  # parents come before their children
             start.append(0 if s.parent is None else start[s.parent] + int(own[s.parent].max()) + 1)
         return [p + st for p, st in zip(own, start, strict=True)]
 
