@@ -1,4 +1,4 @@
-"""ReMatch's generative matching loss (arXiv 2511.19278 §3, "MVQDM"; METHODS.md §3.5 of this project's docs).
+"""ReMatch's generative matching loss (arXiv 2511.19278 §3, "MVQDM"; docs/rematch.md).
 
 The MLLM reads a (query view, document view) pair and answers whether they are related; the loss is the
 next-token cross-entropy of the label token ("Yes" for the positive document, "No" for the hard negative) at

@@ -1,4 +1,4 @@
-"""ReMatch's orthogonal regulariser for multi-token embeddings (METHODS.md §3.3).
+"""ReMatch's orthogonal regulariser for multi-token embeddings (arXiv 2511.19278 §3; docs/rematch.md).
 
 ``L_orth = 2 / (K(K-1)) · Σ_{i<j} (ê_iᵀ ê_j)²`` per input, averaged over inputs: it pushes the K learnable
 token states of one input towards mutually orthogonal directions so they carry different information.

@@ -1,5 +1,5 @@
 """ReMatch's generative matching stage packed into ONE forward pass (arXiv 2511.19278 §3, Fig. 3;
-METHODS.md §3.5–3.6 of this project's docs).
+docs/rematch.md).
 
 Per training sample the MLLM answers "is the document related to the query? Yes/No" for every
 (query view × document view): query views {raw q, Z_q}, document views {raw d⁺, Z_d⁺, raw d⁻, Z_d⁻}, where
