@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_tiny, random_image
 
 from omniret import Item
 from omniret.encoders import load_encoder, open_reference
@@ -16,6 +15,7 @@ from omniret.losses import InfoNCE
 from omniret.training.config import LoraConfig, ModelConfig
 from omniret.training.gradcache import chunked, grad_cache_step
 from omniret.training.lora import apply_policy
+from tiny_models import make_tiny, random_image
 
 FAMILIES = ["gme", "vlm2vec", "rematch", "mmembed", "clip", "siglip", "omni-mini"]
 IMG = [random_image(40, 40, seed=s) for s in range(4)]
@@ -107,7 +107,7 @@ def test_save_reload_identical_with_adapters_kept_and_merged(family, tiny_dirs, 
     enc = load_encoder(tiny_dirs(family))
     apply_policy(enc, ModelConfig(lora=LoraConfig(r=4, alpha=8)))
     with torch.no_grad():
-        for n, p in enc.trainable_module().named_parameters():
+        for p in enc.trainable_module().parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)  # adapters, projector and heads all differ from the base
     want_q, want_d = enc.encode_queries(QUERIES), enc.encode_documents(DOCS)
@@ -139,3 +139,20 @@ def test_retriever_reopens_an_encoder_object(tiny_dirs, tmp_path):
     assert again.encoder.recipe_hash == enc.recipe_hash
     assert [h.id for h in again.search("a red dog", k=2)] == [h.id for h in r.search("a red dog", k=2)]
     assert open_reference(enc.source).recipe()["fusion"] == "sum_raw"
+
+
+@pytest.mark.parametrize("family", ["gme", "mmembed"])
+def test_gradient_checkpointing_keeps_the_gradients(family, tiny_dirs):
+    enc = load_encoder(tiny_dirs(family))
+    apply_policy(enc, ModelConfig(lora=LoraConfig(r=4, alpha=8)))
+    params = [(n, p) for n, p in enc.trainable_module().named_parameters() if p.requires_grad]
+    loss_fn = InfoNCE(temperature=0.1)
+    enc.train()
+    _loss(enc, loss_fn).backward()
+    plain = {n: p.grad.clone() for n, p in params if p.grad is not None}
+    enc.trainable_module().zero_grad(set_to_none=True)
+    enc.enable_gradient_checkpointing()
+    _loss(enc, loss_fn).backward()
+    for n, p in params:
+        if n in plain:
+            torch.testing.assert_close(p.grad, plain[n], atol=1e-6, rtol=1e-5, msg=n)
