@@ -131,14 +131,14 @@ def test_save_reload_identical_with_adapters_kept_and_merged(family, tiny_dirs, 
 def test_retriever_reopens_an_encoder_object(tiny_dirs, tmp_path):
     from omniret.retriever import Retriever
 
-    enc = load_encoder(tiny_dirs("clip"), fusion="sum_raw")
+    enc = load_encoder(tiny_dirs("clip"), fusion="sum_normalized")  # not the default: the reference must keep it
     ix = tmp_path / "ix"
     r = Retriever.create(ix, enc)
     r.index_corpus([Item("a red dog", id="a"), Item(image=IMG[0], id="b")])
     again = Retriever.open(ix)  # reopens from the reference load_encoder recorded, option included
     assert again.encoder.recipe_hash == enc.recipe_hash
     assert [h.id for h in again.search("a red dog", k=2)] == [h.id for h in r.search("a red dog", k=2)]
-    assert open_reference(enc.source).recipe()["fusion"] == "sum_raw"
+    assert open_reference(enc.source).recipe()["fusion"] == "sum_normalized"
 
 
 @pytest.mark.parametrize("family", ["gme", "mmembed"])
@@ -156,3 +156,15 @@ def test_gradient_checkpointing_keeps_the_gradients(family, tiny_dirs):
     for n, p in params:
         if n in plain:
             torch.testing.assert_close(p.grad, plain[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_make_tiny_cli_writes_a_loadable_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from omniret.cli.app import app
+
+    res = CliRunner().invoke(app, ["models", "make-tiny", "clip", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert load_encoder(tmp_path / "c").family == "clip"
+    bad = CliRunner().invoke(app, ["models", "make-tiny", "nope", str(tmp_path / "n")])
+    assert bad.exit_code != 0 and "no tiny builder for family 'nope'" in (bad.output + str(bad.exception))

@@ -29,6 +29,7 @@ import torch
 from omniret.encoders import Encoder, load_builtins, load_encoder
 from omniret.errors import OmniretError
 from omniret.training.config import DataConfig, ResolvedStage, TrainConfig, save_config
+from omniret.training.data import instruction_mode
 from omniret.training.distributed import barrier, init_from_env, is_main
 from omniret.training.trainer import DONE, Trainer
 
@@ -131,7 +132,8 @@ def _mine(cfg: TrainConfig, st: ResolvedStage, prev: Path | None, sdir: Path,
             sources.append(s)
             continue
         out = sdir / "mined" / f"source{i}"
-        key = {"model": str(Path(model_path).resolve()), "mine": dataclasses.asdict(m), "source": dataclasses.asdict(s)}
+        key = {"model": str(Path(model_path).resolve()), "mine": dataclasses.asdict(m), "source": dataclasses.asdict(s),
+               "instructions": instruction_mode(st.data)}
         key["mine"].pop("model")
         if is_main() and (src := _same_mining(out_root, out, key)) is not None:
             log(f"stage {st.name}: reusing hard negatives mined in {src}")
@@ -140,7 +142,8 @@ def _mine(cfg: TrainConfig, st: ResolvedStage, prev: Path | None, sdir: Path,
             if encoder is None:
                 encoder = load_encoder(model_path, device=cfg.device)
             if is_main():
-                stats = mine_source(encoder, s, out, m)
+                # queries carry the instruction training gives them (same lookup, mode and seed)
+                stats = mine_source(encoder, s, out, m, instruction_mode=instruction_mode(st.data), seed=cfg.seed)
                 (out / "key.json").write_text(json.dumps(key) + "\n")
                 (out / DONE).write_text(json.dumps(stats) + "\n")
                 log(f"stage {st.name}: mined {out} {json.dumps(stats)}")
