@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_tiny, random_image
 
 from omniret import Item
 from omniret.encoders import load_encoder, open_reference
@@ -16,6 +15,7 @@ from omniret.losses import InfoNCE
 from omniret.training.config import LoraConfig, ModelConfig
 from omniret.training.gradcache import chunked, grad_cache_step
 from omniret.training.lora import apply_policy
+from tiny_models import make_tiny, random_image
 
 FAMILIES = ["gme", "vlm2vec", "rematch", "mmembed", "clip", "siglip", "omni-mini"]
 IMG = [random_image(40, 40, seed=s) for s in range(4)]
@@ -107,7 +107,7 @@ def test_save_reload_identical_with_adapters_kept_and_merged(family, tiny_dirs, 
     enc = load_encoder(tiny_dirs(family))
     apply_policy(enc, ModelConfig(lora=LoraConfig(r=4, alpha=8)))
     with torch.no_grad():
-        for n, p in enc.trainable_module().named_parameters():
+        for p in enc.trainable_module().parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)  # adapters, projector and heads all differ from the base
     want_q, want_d = enc.encode_queries(QUERIES), enc.encode_documents(DOCS)
@@ -131,11 +131,40 @@ def test_save_reload_identical_with_adapters_kept_and_merged(family, tiny_dirs, 
 def test_retriever_reopens_an_encoder_object(tiny_dirs, tmp_path):
     from omniret.retriever import Retriever
 
-    enc = load_encoder(tiny_dirs("clip"), fusion="sum_raw")
+    enc = load_encoder(tiny_dirs("clip"), fusion="sum_normalized")  # not the default: the reference must keep it
     ix = tmp_path / "ix"
     r = Retriever.create(ix, enc)
     r.index_corpus([Item("a red dog", id="a"), Item(image=IMG[0], id="b")])
     again = Retriever.open(ix)  # reopens from the reference load_encoder recorded, option included
     assert again.encoder.recipe_hash == enc.recipe_hash
     assert [h.id for h in again.search("a red dog", k=2)] == [h.id for h in r.search("a red dog", k=2)]
-    assert open_reference(enc.source).recipe()["fusion"] == "sum_raw"
+    assert open_reference(enc.source).recipe()["fusion"] == "sum_normalized"
+
+
+@pytest.mark.parametrize("family", ["gme", "mmembed"])
+def test_gradient_checkpointing_keeps_the_gradients(family, tiny_dirs):
+    enc = load_encoder(tiny_dirs(family))
+    apply_policy(enc, ModelConfig(lora=LoraConfig(r=4, alpha=8)))
+    params = [(n, p) for n, p in enc.trainable_module().named_parameters() if p.requires_grad]
+    loss_fn = InfoNCE(temperature=0.1)
+    enc.train()
+    _loss(enc, loss_fn).backward()
+    plain = {n: p.grad.clone() for n, p in params if p.grad is not None}
+    enc.trainable_module().zero_grad(set_to_none=True)
+    enc.enable_gradient_checkpointing()
+    _loss(enc, loss_fn).backward()
+    for n, p in params:
+        if n in plain:
+            torch.testing.assert_close(p.grad, plain[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_make_tiny_cli_writes_a_loadable_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from omniret.cli.app import app
+
+    res = CliRunner().invoke(app, ["models", "make-tiny", "clip", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert load_encoder(tmp_path / "c").family == "clip"
+    bad = CliRunner().invoke(app, ["models", "make-tiny", "nope", str(tmp_path / "n")])
+    assert bad.exit_code != 0 and "no tiny builder for family 'nope'" in (bad.output + str(bad.exception))
