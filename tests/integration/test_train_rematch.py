@@ -99,3 +99,19 @@ def test_smoke_config_trains_all_three_terms_down_and_reloads(tmp_path):
     assert not torch.equal(enc.banks["query"], base.banks["query"])  # the token banks trained
     # rerunning the finished config resumes nothing and returns the same model
     assert run_training(cfg, log=lambda s: None) == final
+
+
+@pytest.mark.parametrize("name", ["mmeb-qwen25vl-3b", "mmeb-qwen2vl-2b"])
+def test_recipe_configs_carry_the_papers_objective(name):
+    """ReMatch (arXiv 2511.19278 §3): LoRA r=32, alpha=64, lr 1e-4 cosine, 2,500 steps, global batch 1024,
+    K=16, one hard negative, L = L_cl(tau=0.02) + 0.5 L_orth + 0.1 L_qdm over all 8 views, no GradCache."""
+    cfg = load_config(SMOKE.parent / f"{name}.yaml")
+    (st,) = cfg.resolved_stages()
+    m, o = cfg.model, st.optim
+    assert (m.family, m.lora.r, m.lora.alpha, m.options["num_tokens"]) == ("rematch", 32, 64, 16)
+    assert (o.lr, o.schedule, o.max_steps, o.batch_size, o.gradcache_chunk) == (1e-4, "cosine", 2500, 1024, 0)
+    assert st.loss.hard_negatives == 1
+    terms = {t["name"]: t for t in st.loss.term_specs()}
+    assert {n: t["weight"] for n, t in terms.items()} == {"contrastive": 1.0, "orth": 0.5, "match": 0.1}
+    assert terms["contrastive"]["temperature"] == 0.02 and terms["match"]["views"] == "all"
+    assert [s.kind for s in st.data.sources] == ["mmeb"]
