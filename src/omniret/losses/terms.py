@@ -25,11 +25,15 @@ arguments are the keys a config may give beside ``name`` and ``weight`` (an unkn
   (B, K, D), "positives": (B, K, D), "negatives": (B·H, K, D) or None}`` from ``encoder.embed_tokens``, the
   same forward pass that gives the embeddings), e.g. ReMatch's orthogonality loss. Works with GradCache
   (the token states are cached beside the embeddings).
+* ``"items"`` — also the batch's :class:`~omniret.types.Item` lists (``inputs.items``: ``{"queries": [...],
+  "positives": [...], "negatives": [...] or absent}``) for a forward pass of its own that reads the encoder's
+  weights and the embeddings but no activation of the embedding passes, e.g. ReMatch's generative matching.
+  Works with GradCache: the gradient it sends into the embeddings is cached like the other terms'; its own
+  pass is whole-batch (its memory is not chunked).
 * ``"forward"`` — its own differentiable forward pass over the prepared batch (``inputs.prepared``:
-  ``{"queries": prepared, "positives": prepared, "negatives": prepared or None}`` from ``encoder.prepare``,
-  and ``inputs.items``, the same sides as :class:`~omniret.types.Item` lists), e.g. a generative matching
-  loss. GradCache never holds a whole batch's activations, so such a term is refused at config validation
-  when ``optim.gradcache_chunk`` is set.
+  ``{"queries": prepared, "positives": prepared, "negatives": prepared or None}`` from ``encoder.prepare``).
+  GradCache never holds a whole batch's prepared inputs and activations, so such a term is refused at config
+  validation when ``optim.gradcache_chunk`` is set.
 
 A term that owns parameters sized by the model (e.g. a projector into the LM's input space) creates them in
 :meth:`LossTerm.bind`, which the trainer calls with the encoder before it builds the optimiser.
@@ -52,7 +56,7 @@ from omniret.errors import ConfigError, OmniretError
 from omniret.losses.contrastive import InfoNCE
 from omniret.registry import Registry
 
-NEEDS = ("embeddings", "parameters", "tokens", "forward")
+NEEDS = ("embeddings", "parameters", "tokens", "items", "forward")
 
 
 @dataclass
@@ -69,7 +73,7 @@ class LossInputs:
 
 
 class LossTerm(nn.Module):
-    """One named objective; ``needs`` says what it reads (``embeddings``, ``parameters``, ``tokens``, ``forward``)."""
+    """One named objective; ``needs`` says what it reads (see :data:`NEEDS` and the module docstring)."""
 
     needs: ClassVar[str] = "embeddings"
 

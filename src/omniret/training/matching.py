@@ -304,7 +304,9 @@ class MatchTerm(LossTerm):
     number of calls so far (saved too), so a resumed run draws what an uninterrupted one would.
     """
 
-    needs = "forward"
+    # its own packed pass reads the items, the weights and the embeddings, never the embedding passes'
+    # activations, so GradCache caches the gradient it sends into the embeddings like any other term's
+    needs = "items"
 
     def __init__(self, views: str = "all", soft_tokens: int = 1, prompt: str = DEFAULT_PROMPT, seed: int = 0) -> None:
         super().__init__()
