@@ -147,7 +147,7 @@ def run_mode(args) -> dict:
         enc.model.zero_grad(set_to_none=True)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024)
-    real = sum(int(sum(len(s.ids) for s in segs)) for w in work for segs in w.segments)
+    real = sum(sum(w.lengths) for w in work)
     padded = sum(w.input_ids.numel() for w in work)
     return {"mode": args.mode, "loss": loss, "seconds": round(sorted(times)[len(times) // 2], 4),
             "peak_mib": round(peak, 1), "passes": len(work), "tokens": real, "padded_tokens": padded}

@@ -76,6 +76,7 @@ class PackedMatching:
     pairs: list[tuple[int, str, str]]  # (sample, query view, document view) of each answer
     segments: list[list[Segment]]  # per sample, for inspection and the standalone reference
     slots: list[int]  # per sample: 1 or 2, the slot d⁺ went to
+    lengths: list[int]  # per row: its tokens before padding
 
 
 class MatchingProjector(nn.Module):
@@ -207,7 +208,8 @@ class MatchingPacker:
                 labels.append(label)
                 pairs.append((r, qv, dv))
         return PackedMatching(ids, image_rows, soft_rows, pos, allow, torch.tensor(answer_at),
-                              torch.tensor(labels), pixel_values, grid, pairs, [t[0] for t in trees], slots)
+                              torch.tensor(labels), pixel_values, grid, pairs, [t[0] for t in trees], slots,
+                              lengths)
 
     @staticmethod
     def _row_layout(segs: list[Segment]) -> tuple[torch.Tensor, list[int]]:
