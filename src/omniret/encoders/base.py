@@ -67,7 +67,6 @@ class Encoder(ABC):
     name: str = "encoder"
     dim: int = 0
     family: str = "base"
-    #: documents get no instruction unless the family's recipe says so (ReMatch/MMEB target instructions)
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
     #: what ``load_encoder`` was called with (registered name, absolute directory, or a JSON reference with
