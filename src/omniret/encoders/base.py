@@ -97,10 +97,12 @@ class Encoder(ABC):
         if precision not in PRECISIONS:
             raise ConfigError(f"precision={precision!r} is not valid; choose one of {', '.join(PRECISIONS)}")
         try:
-            self.device = torch.device(device)
+            dev = torch.device(device)
         except (RuntimeError, TypeError) as e:
             raise ConfigError(f"device={device!r} is not a valid torch device ({e})") from None
-        self.precision = precision
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r} requested but CUDA is not available here")
+        self.device, self.precision = dev, precision
 
     # ----------------------------------------------------------------- training contract
     def embed(self, prepared: Any) -> torch.Tensor:
