@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -19,15 +19,10 @@ from omniret.data.corpus import load_corpus, plan_update
 from omniret.encoders import Encoder, load_encoder
 from omniret.errors import OmniretError
 from omniret.index import FlatIndex, Record, is_index_dir
+from omniret.rerank.base import Reranker
 from omniret.types import Hit, Item
 
 Query = Item | str
-
-
-class Reranker(Protocol):
-    """Hook for a second-stage scorer (MLLM reranking): reorders / rescores first-stage hits."""
-
-    def rerank(self, query: Item, hits: list[Hit]) -> list[Hit]: ...
 
 
 @dataclass
@@ -56,13 +51,16 @@ def _encoder_ref(encoder: Encoder | str | os.PathLike) -> str:
 
 
 class Retriever:
-    """Searches ``index`` with queries embedded by ``encoder``; ``reranker`` (optional) reorders hits."""
+    """Searches ``index`` with queries embedded by ``encoder``; ``reranker`` (optional, see
+    :mod:`omniret.rerank`) reorders the top ``rerank_k`` hits (all returned hits when ``None``)."""
 
-    def __init__(self, encoder: Encoder, index: FlatIndex, reranker: Reranker | None = None) -> None:
+    def __init__(self, encoder: Encoder, index: FlatIndex, reranker: Reranker | None = None,
+                 rerank_k: int | None = None) -> None:
         index.check_encoder(encoder)
         self.encoder = encoder
         self.index = index
         self.reranker = reranker
+        self.rerank_k = rerank_k
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -90,14 +88,20 @@ class Retriever:
         return cls(enc, index)
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, encoder: Encoder | str | None = None) -> Retriever:
+    def open(cls, index_dir: str | os.PathLike, encoder: Encoder | str | None = None,
+             reranker: Reranker | str | None = None, rerank_k: int | None = None) -> Retriever:
         """Open an index; without ``encoder``, load the one its manifest names. A different encoder (name or
-        recipe hash) is an :class:`~omniret.errors.IndexMismatchError`."""
+        recipe hash) is an :class:`~omniret.errors.IndexMismatchError`. ``reranker`` may be a model
+        directory for :func:`omniret.rerank.load_reranker`."""
         index = FlatIndex.open(index_dir)
         if encoder is None:
             encoder = index.manifest.encoder_ref or index.manifest.encoder_name
         enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
-        return cls(enc, index)
+        if isinstance(reranker, (str, os.PathLike)):
+            from omniret.rerank import load_reranker
+
+            reranker = load_reranker(reranker)
+        return cls(enc, index, reranker, rerank_k)
 
     @classmethod
     def open_or_create(
@@ -143,24 +147,31 @@ class Retriever:
         k: int = 10,
         instruction: str | None = None,
         modality: str | Sequence[str] | None = None,
+        rerank_k: int | None = None,
+        task: str | int | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Top-``k`` hits for one query (``list[Hit]``) or for a list of queries (``list[list[Hit]]``).
 
         A ``str`` is a text query; an :class:`Item` may hold an image, text or both. ``instruction`` applies
         to queries that carry none. ``modality`` restricts results to ``"text"``, ``"image"``,
-        ``"image,text"`` or a list of them.
+        ``"image,text"`` or a list of them. With a reranker, the best ``rerank_k`` (default: the
+        retriever's ``rerank_k``, else ``k``) first-stage hits are reordered by it (``task`` picks its
+        prompt) and the first ``k`` returned; fewer than ``rerank_k`` hits is an error.
         """
         single = isinstance(query, (Item, str))
         queries = [query] if single else list(query)
         if not queries:
             return []
+        rk = rerank_k or self.rerank_k  # None: rerank every returned hit
+        depth = max(k, rk or 0) if self.reranker is not None else k
         q = self.encoder.encode_queries(queries, instruction=instruction)
-        results = self.search_vectors(q, k=k, modality=modality)
+        results = self.search_vectors(q, k=depth, modality=modality)
         if self.reranker is not None:
             items = [x if isinstance(x, Item) else Item(x) for x in queries]
             if instruction:
                 items = [it if it.instruction else it.with_instruction(instruction) for it in items]
-            results = [self.reranker.rerank(it, hits) for it, hits in zip(items, results, strict=True)]
+            results = [self.reranker.rerank(it, hits, k=rk, task=task)[:k]
+                       for it, hits in zip(items, results, strict=True)]
         return results[0] if single else results
 
     def search_vectors(

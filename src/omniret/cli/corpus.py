@@ -67,8 +67,16 @@ def search_cmd(
     ),
     k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of results."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of hits."),
+    rerank: str | None = typer.Option(
+        None, "--rerank", help="Rerank with this MLLM (HF-layout directory of LLaVA-Next / Qwen2-VL / Qwen2.5-VL)."
+    ),
+    rerank_k: int = typer.Option(10, "--rerank-k", min=1, help="How many top hits the reranker reorders."),
+    rerank_template: str | None = typer.Option(
+        None, "--rerank-template", help="Rerank prompt: a template name, an M-BEIR task id, or text with {query} "
+        "and {document}."
+    ),
 ) -> None:
-    """Search an index with text, an image, or both."""
+    """Search an index with text, an image, or both; optionally rerank the top hits with an MLLM."""
     from omniret.index import parse_modalities
     from omniret.retriever import Retriever
     from omniret.types import Item
@@ -81,8 +89,17 @@ def search_cmd(
     parse_modalities(mods)  # fail before loading a model
     quiet_model_loading()
     r = Retriever.open(index)
+    task = None
+    if rerank is not None:
+        from omniret.rerank import load_reranker, resolve_template
+
+        if rerank_template is not None and "{document}" not in rerank_template:
+            task, rerank_template = rerank_template, None
+        resolve_template(rerank_template, task)  # fail on a bad template before loading the model
+        r.reranker = load_reranker(rerank, template=rerank_template)
+        r.rerank_k = rerank_k
     query = Item(text or None, image=str(image) if image is not None else None)
-    hits = r.search(query, k=k, instruction=instruction, modality=mods)
+    hits = r.search(query, k=k, instruction=instruction, modality=mods, task=task)
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return
@@ -102,11 +119,15 @@ def print_hits(hits, title: str = "") -> None:
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
+    reranked = any(h.rerank_score is not None for h in hits)
+    if reranked:
+        table.add_column("rerank", justify="right", no_wrap=True)
     table.add_column("id", no_wrap=True)
     table.add_column("modality", no_wrap=True)
     table.add_column("text")  # the only column that wraps, so ids and scores stay whole
     for i, h in enumerate(hits, 1):
-        table.add_row(str(i), f"{h.score:.4f}", h.id, h.modality, _shorten(h.txt, 60))
+        rr = ([] if not reranked else ["" if h.rerank_score is None else f"{h.rerank_score:.4f}"])
+        table.add_row(str(i), f"{h.score:.4f}", *rr, h.id, h.modality, _shorten(h.txt, 60))
     Console().print(table)
 
 

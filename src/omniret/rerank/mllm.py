@@ -231,6 +231,9 @@ def load_reranker(name_or_path: str | Path, **options: Any) -> MLLMReranker:
         raise ConfigError(f"rerank model {name_or_path}: not a model directory or reachable name ({e})") from None
     from omniret.rerank import backends  # noqa: F401  (registers the backbones)
 
+    if model_type not in BACKENDS:
+        raise ConfigError(f"rerank model {name_or_path}: model_type {model_type!r} is not a supported reranker "
+                          f"backbone; supported: {', '.join(BACKENDS.names())}")
     return BACKENDS.get(model_type)(path if path.is_dir() else name_or_path, **options)
 
 
