@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from _cli import run
 from PIL import Image
-from tiny_rerank import build_tiny_qwen2vl
 
 from omniret import Item
 from omniret.rerank import hit_item, load_reranker
 from omniret.types import Hit
+from tiny_rerank import build_tiny_qwen2vl
 
 
 @pytest.fixture(scope="module")

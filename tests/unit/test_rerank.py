@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_models import random_image
-from tiny_rerank import build_tiny_llava_next, build_tiny_qwen2vl, build_tiny_qwen25vl
 
 from omniret import Item
 from omniret.errors import ConfigError, DataError, OmniretError
 from omniret.rerank import RerankTemplate, hit_item, load_reranker, resolve_template
 from omniret.types import Hit, ImagePart
+from tiny_models import random_image
+from tiny_rerank import build_tiny_llava_next, build_tiny_qwen2vl, build_tiny_qwen25vl
 
 BUILDERS = {"qwen2_vl": build_tiny_qwen2vl, "qwen2_5_vl": build_tiny_qwen25vl, "llava_next": build_tiny_llava_next}
 

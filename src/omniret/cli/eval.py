@@ -44,6 +44,23 @@ def _cache(cache_dir: Path | None, no_cache: bool) -> Path | None:
     return None if no_cache else (cache_dir or default_cache_dir())
 
 
+_RERANK = typer.Option(None, "--rerank", help="Also rerank each query's top hits with this MLLM directory.")
+_RERANK_K = typer.Option(10, "--rerank-k", min=1, help="How many top hits the reranker reorders.")
+_RERANK_TPL = typer.Option(None, "--rerank-template", help="One rerank prompt for every task (default: per task).")
+
+
+def _stage(model: str | None, k: int, template: str | None, device: str | None):
+    """The reranked stage, or None; a bad template fails before any model loads."""
+    if model is None:
+        return None
+    from omniret.eval.rerank_stage import RerankStage
+    from omniret.rerank import load_reranker, resolve_template
+
+    if template is not None:
+        resolve_template(template)
+    return RerankStage(load_reranker(model, template=template, **({"device": device} if device else {})), k)
+
+
 def _print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -73,8 +90,12 @@ def mbeir(
     device: str = _DEVICE,
     precision: str = _PRECISION,
     threads: int = _THREADS,
+    rerank: str = _RERANK,
+    rerank_k: int = _RERANK_K,
+    rerank_template: str = _RERANK_TPL,
 ) -> None:
-    """Recall@1/5/10 (UniIR hit@k) and modality accuracy per task, on the local and/or global pool."""
+    """Recall@1/5/10 (UniIR hit@k) and modality accuracy per task, on the local and/or global pool; with
+    --rerank also the reranked stage (and mAP@k for tasks with several positives), side by side."""
     from omniret.data.mbeir import discover_tasks
     from omniret.eval.report import write_mbeir_report
     from omniret.eval.runner import MBeirOptions, evaluate_mbeir
@@ -87,13 +108,22 @@ def mbeir(
     )
     opts.validate()
     discover_tasks(root, split, opts.tasks)  # fail on a bad root before spending time loading the model
-    res = write_mbeir_report(out, evaluate_mbeir(root, _encoder(model, device, precision, threads), opts, out=out))
+    stage = _stage(rerank, rerank_k, rerank_template, device)
+    res = write_mbeir_report(out, evaluate_mbeir(root, _encoder(model, device, precision, threads), opts, out=out,
+                                                 rerank=stage))
     rows = [[e["name"], e["pool"], e["n_queries"], f"{100 * e['recall@1']:.1f}", f"{100 * e['recall@5']:.1f}",
              f"{100 * e['recall@10']:.1f}", f"{100 * e['modality_accuracy@1']:.1f}"] for e in res["tasks"]]
     for p, avg in res["average"].items():
         rows.append(["average", p, "", f"{100 * avg['recall@1']:.1f}", f"{100 * avg['recall@5']:.1f}",
                      f"{100 * avg['recall@10']:.1f}", f"{100 * avg['modality_accuracy@1']:.1f}"])
     _print_table(f"M-BEIR: {res['model']['name']}", ["task", "pool", "n", "R@1", "R@5", "R@10", "MA@1"], rows)
+    if stage is not None:
+        first = {(e["name"], e["pool"]): e for e in res["tasks"]}
+        rows = [[e["name"], e["pool"], *[f"{100 * first[(e['name'], e['pool'])][m]:.1f} → {100 * e[m]:.1f}"
+                                         for m in ("recall@1", "recall@5", "recall@10")],
+                 f"{100 * e['map@5']:.1f}" if "map@5" in e else ""] for e in res["rerank"]["tasks"]]
+        _print_table(f"reranked top {rerank_k} by {res['rerank']['model']}",
+                     ["task", "pool", "R@1", "R@5", "R@10", "mAP@5"], rows)
     typer.echo(f"wrote {out / 'results.json'}, {out / 'results.md'} and {len(res['tasks'])} runs in {out / 'runs'}")
 
 

@@ -5,7 +5,7 @@
 >>> hits = rr.rerank(Item("a red car"), hits, k=10)             # top 10 reordered by P(True)
 """
 
-from omniret.rerank.base import Reranker, ScoringReranker, check_k, hit_item, reorder
+from omniret.rerank.base import Reranker, ScoringReranker, check_k, hit_item, item_hit, reorder
 from omniret.rerank.templates import MBEIR_TASK_TEMPLATES, TEMPLATES, RerankTemplate, resolve_template
 
 
@@ -17,4 +17,4 @@ def load_reranker(name_or_path, **options):  # noqa: ANN001, ANN201 - thin lazy 
 
 
 __all__ = ["Reranker", "ScoringReranker", "RerankTemplate", "TEMPLATES", "MBEIR_TASK_TEMPLATES", "check_k",
-           "hit_item", "load_reranker", "reorder", "resolve_template"]
+           "hit_item", "item_hit", "load_reranker", "reorder", "resolve_template"]

@@ -44,6 +44,15 @@ def hit_item(hit: Hit) -> Item:
     return Item(parts=[*[ImagePart(p) for p in paths], *([hit.txt] if hit.txt else [])], id=hit.id)
 
 
+def item_hit(item: Item, id: str, score: float) -> Hit:
+    """A hit describing ``item`` (the inverse of :func:`hit_item`): every image path, the joined text."""
+    paths = [p.path for p in item.images]
+    if any(p is None for p in paths):
+        raise DataError(f"document {id!r}: reranking needs images stored as files, not in-memory images")
+    meta = {"img_paths": paths} if len(paths) > 1 else {}
+    return Hit(id, float(score), item.modality, txt=item.text, img_path=paths[0] if paths else None, metadata=meta)
+
+
 def check_k(k: int | None, n_hits: int) -> int:
     """``k`` resolved against ``n_hits``: None means all; more than there are is an error, not a silent cut."""
     if k is None:
@@ -79,4 +88,4 @@ class ScoringReranker(ABC):
         return reorder(hits, np.asarray(scores, dtype=np.float64), self.weight)
 
 
-__all__ = ["Reranker", "ScoringReranker", "hit_item", "check_k", "reorder"]
+__all__ = ["Reranker", "ScoringReranker", "hit_item", "item_hit", "check_k", "reorder"]
