@@ -90,3 +90,33 @@ def test_eval_cli_rerank(setup, tmp_path, monkeypatch, capsys):
     code, _, err = run(monkeypatch, capsys, "eval", "mbeir", "--root", str(root), "--out", str(tmp_path / "o2"),
                        "--tasks", "colour_task3", "--no-cache", "--rerank", str(mllm), "--rerank-k", "9")
     assert code == 1 and "rerank k=9 but only 4 hit(s)" in err
+
+
+def test_mmeb_rerank_stage_recomputes_from_its_run(setup, tmp_path):
+    import ir_measures
+    from _eval_helpers import PALETTE
+    from ir_measures import Success
+    from PIL import Image
+
+    from omniret.eval.mmeb_runner import evaluate_mmeb
+
+    _, mllm, _, _ = setup
+    root = tmp_path / "mmeb"
+    root.mkdir()
+    for c, rgb in PALETTE.items():
+        Image.new("RGB", (28, 28), rgb).save(root / f"{c}.png")
+    rows = [{"qry_inst": "Find the image of this news.", "qry_text": c, "qry_img_path": "", "tgt_inst": "",
+             "tgt_text": ["", "", ""], "tgt_img_path": [f"{c}.png", "yellow.png", other]}
+            for c, other in (("red", "blue.png"), ("green", "blue.png"), ("blue", "red.png"))]
+    (root / "VisualNews_t2i.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stage = RerankStage(load_reranker(mllm), k=2)
+    res = evaluate_mmeb(root, ColourEncoder(), out=tmp_path / "o", rerank=stage)
+    (d,) = res["rerank"]["datasets"]
+    assert res["rerank"]["k"] == 2 and res["rerank"]["overall"] == d["hit@1"]
+    qrels = {f"VisualNews_t2i:{i}": {"c0": 1} for i in range(3)}
+    run_ = ir_measures.read_trec_run(str(tmp_path / "o/runs/VisualNews_t2i.rerank.trec"))
+    assert ir_measures.calc_aggregate([Success @ 1], qrels, run_)[Success @ 1] == pytest.approx(d["hit@1"])
+    first = read_trec(tmp_path / "o/runs/VisualNews_t2i.trec")
+    second = read_trec(tmp_path / "o/runs/VisualNews_t2i.rerank.trec")
+    assert all(sorted(d for d, _ in first[q][:2]) == sorted(d for d, _ in second[q][:2]) for q in first)
+    assert all(first[q][2][0] == second[q][2][0] for q in first)

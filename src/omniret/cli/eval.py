@@ -139,19 +139,29 @@ def mmeb(
     device: str = _DEVICE,
     precision: str = _PRECISION,
     threads: int = _THREADS,
+    rerank: str = _RERANK,
+    rerank_k: int = _RERANK_K,
+    rerank_template: str = _RERANK_TPL,
 ) -> None:
-    """hit@1 over each query's own candidates; per data set, meta-task, IND/OOD and overall."""
+    """hit@1 over each query's own candidates; per data set, meta-task, IND/OOD and overall (and after
+    reranking each query's top candidates with --rerank)."""
     from omniret.data.mmeb import dataset_files
     from omniret.eval.mmeb_runner import evaluate_mmeb
     from omniret.eval.report import write_simple_report
 
     dataset_files(root)  # fail on a bad root before loading the model
+    stage = _stage(rerank, rerank_k, rerank_template, device)
     res = evaluate_mmeb(root, _encoder(model, device, precision, threads), _split_list(datasets), image_root, batch_size,
-                        skip_missing_images, progress=True, out=out)
+                        skip_missing_images, progress=True, out=out, rerank=stage)
     write_simple_report(out, res, "MMEB", "datasets", ["name", "meta_task", "split", "n_queries", "hit@1"])
     rows = [[d["name"], d["meta_task"], d["split"], d["n_queries"], f"{100 * d['hit@1']:.1f}"] for d in res["datasets"]]
     rows += [["overall", "", "", "", f"{100 * res['overall']:.1f}"]]
     _print_table(f"MMEB: {res['model']['name']}", ["data set", "meta-task", "split", "n", "hit@1"], rows)
+    if stage is not None:
+        first = {d["name"]: d["hit@1"] for d in res["datasets"]}
+        rows = [[d["name"], f"{100 * first[d['name']]:.1f} → {100 * d['hit@1']:.1f}"] for d in res["rerank"]["datasets"]]
+        rows += [["overall", f"{100 * res['overall']:.1f} → {100 * res['rerank']['overall']:.1f}"]]
+        _print_table(f"reranked top {rerank_k} by {res['rerank']['model']}", ["data set", "hit@1 retr → rerank"], rows)
     typer.echo(f"wrote {out / 'results.json'}")
 
 

@@ -172,4 +172,11 @@ def write_simple_report(out: str | os.PathLike, results: dict[str, Any], title: 
     rows = [[r.get(c, "") if not isinstance(r.get(c), float) else f"{100 * r[c]:.1f}" for c in columns]
             for r in results[rows_key]]
     text = f"# {title}: {results['model']['name']}\n\nValues ×100.\n\n{md_table(list(columns), rows)}\n"
+    rr = results.get("rerank")
+    if rr and rows_key in rr:
+        first = {r["name"]: r for r in results[rows_key]}
+        metrics = [c for c in columns if isinstance(results[rows_key][0].get(c), float)] if results[rows_key] else []
+        side = [[r["name"], *[f"{_pct(first[r['name']][m])} → {_pct(r[m])}" for m in metrics]] for r in rr[rows_key]]
+        text += (f"\n## reranked stage: top {rr['k']} by `{rr['model']}` ({rr['timing_s']} s)\n\n"
+                 f"{md_table(['name', *[m + ' retr → rerank' for m in metrics]], side)}\n")
     _atomic_write(out / "results.md", text)
