@@ -9,7 +9,8 @@ import pytest
 from _cli import run
 from _eval_helpers import ColourEncoder, build_colour_mbeir
 
-from omniret.data.mbeir import read_pool, read_qrels, read_queries
+from omniret.data.mbeir import read_pool, read_queries
+from omniret.data.qrels import read_qrels
 from omniret.eval.metrics import average_precision_at_k, mean_hit_at_k
 from omniret.eval.report import write_mbeir_report
 from omniret.eval.rerank_stage import TAIL_SHIFT, RerankStage
