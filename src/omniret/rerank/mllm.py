@@ -135,8 +135,12 @@ class MLLMReranker(ScoringReranker):
         return ids[0][0], ids[1][0]
 
     def _prob(self, hidden: torch.Tensor, answers: tuple[int, int]) -> torch.Tensor:
-        """``(B, H)`` last hidden states -> ``(B,)`` softmax probability of the positive answer."""
-        logits = self.model.get_output_embeddings()(hidden).float()[:, list(answers)]
+        """``(B, H)`` last hidden states -> ``(B,)`` softmax probability of the positive answer; only the two
+        answer rows of the LM head are applied (not the whole vocabulary)."""
+        head = self.model.get_output_embeddings()
+        rows = list(answers)
+        bias = head.bias[rows] if getattr(head, "bias", None) is not None else None
+        logits = torch.nn.functional.linear(hidden, head.weight[rows], bias).float()
         return torch.softmax(logits, dim=-1)[:, 0]
 
     # ------------------------------------------------------------------ scoring
@@ -208,8 +212,9 @@ class MLLMReranker(ScoringReranker):
             kwargs = self.naive_kwargs(t, vis)
             if vis.out is not None:
                 kwargs["mm_encoder_outputs"] = {"image": vis.out}
-            hidden = self.model.model(input_ids=t, **kwargs).last_hidden_state[:, -1]
-            out.append(self._prob(hidden, answers))
+            # HF's own LM head over the whole vocabulary, as MM-Embed's reference snippet reads the logits
+            logits = self.model(input_ids=t, logits_to_keep=1, **kwargs).logits[:, -1].float()
+            out.append(torch.softmax(logits[:, list(answers)], dim=-1)[:, 0])
         return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
