@@ -33,9 +33,11 @@ class Reranker(Protocol):
 
 
 def hit_item(hit: Hit) -> Item:
-    """The document of ``hit`` as an :class:`Item` (image first, then text, as indexed); a missing image file
-    is a :class:`DataError` naming the hit."""
-    paths = hit.metadata.get("img_paths") or ([hit.img_path] if hit.img_path else [])
+    """The document of ``hit`` as an :class:`Item` (images first, then text, as indexed); a missing image file
+    is a :class:`DataError` naming the hit. Every image counts: ``Hit.img_paths`` where the index keeps them
+    all, else an ``img_paths`` metadata list, else ``img_path``."""
+    paths = (getattr(hit, "img_paths", None) or hit.metadata.get("img_paths")
+             or ([hit.img_path] if hit.img_path else []))
     for p in paths:
         if not os.path.isfile(p):
             raise DataError(f"hit {hit.id!r}: image not found: {p}")
