@@ -146,3 +146,17 @@ def test_non_mllm_directory_is_a_clear_error(tmp_path):
 
     with pytest.raises(OmniretError, match="model_type 'clip' is not a supported reranker backbone"):
         load_reranker(build_tiny_clip(tmp_path / "clip"))
+
+
+def test_hit_item_round_trip_keeps_every_image(images):
+    from omniret.rerank import item_hit
+
+    doc = Item(parts=[ImagePart(images[0]), ImagePart(images[1]), "two photos"], id="d1")
+    hit = item_hit(doc, "d1", 0.3)
+    assert (hit.img_path, hit.metadata["img_paths"], hit.txt) == (images[0], images[:2], "two photos")
+    assert hit_item(hit).parts == doc.parts
+    assert hit_item(Hit("t", 0.1, "text", txt="only text")).parts == ("only text",)
+    with pytest.raises(DataError, match="'m': reranking needs images stored as files"):
+        item_hit(Item(image=random_image(28, 28, 0)), "m", 0.0)
+    with pytest.raises(DataError, match="hit 'e': the index stores neither text nor an image"):
+        hit_item(Hit("e", 0.0, "text"))
