@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from omniret.encoders.mllm import VISION_BLOCK, expand_image_tokens, merge_lora, resolve_adapter
+from omniret.encoders.mllm import expand_image_tokens, merge_lora, resolve_adapter
 from omniret.encoders.saved import read_saved_config
 from omniret.errors import ConfigError, DataError
 from omniret.registry import Registry
@@ -242,4 +242,4 @@ def load_reranker(name_or_path: str | Path, **options: Any) -> MLLMReranker:
     return BACKENDS.get(model_type)(path if path.is_dir() else name_or_path, **options)
 
 
-__all__ = ["MLLMReranker", "BACKENDS", "Vision", "load_reranker", "VISION_BLOCK"]
+__all__ = ["MLLMReranker", "BACKENDS", "Vision", "load_reranker"]
