@@ -73,7 +73,8 @@ function renderHit(hit) {
     thumbnail(hit.images[0], img);
     thumb.appendChild(img);
   } else {
-    thumb.textContent = "📄";
+    thumb.classList.add("textdoc");
+    thumb.textContent = "TEXT";
   }
   const meta = document.createElement("div");
   meta.className = "meta";
@@ -109,7 +110,7 @@ async function search(event) {
     return;
   }
   $("results").replaceChildren(...data.data.map(renderHit));
-  setStatus(`${data.data.length} results for a ${data.query_modality} query in ${data.took_ms} ms`);
+  setStatus(`${data.data.length} results (query: ${data.query_modality}) in ${data.took_ms} ms`);
   document.body.dataset.searches = String(parseInt(document.body.dataset.searches || "0", 10) + 1);
 }
 
