@@ -110,6 +110,17 @@ def _part(value: Any, field: str, cfg: ServeConfig) -> str | Image.Image:
     raise RequestError(f"{field}.type", f"must be 'text' or 'image_url', got {kind!r}")
 
 
+def has_images(value: Any) -> bool:
+    """Whether request content (an input, a list of inputs) holds any image part, without decoding it."""
+    if isinstance(value, list):
+        return any(has_images(v) for v in value)
+    if isinstance(value, dict):
+        content = value.get("content")
+        return isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url"
+                                                 for p in content)
+    return False
+
+
 def parse_item(value: Any, field: str, cfg: ServeConfig) -> Item:
     """One input: a string or ``{"content": str | [parts]}``."""
     if isinstance(value, str):

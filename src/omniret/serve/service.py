@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -20,7 +21,7 @@ from omniret.index.base import parse_modalities
 from omniret.retriever import Reranker, Retriever
 from omniret.serve.batcher import MicroBatcher
 from omniret.serve.config import ServeConfig
-from omniret.serve.inputs import RequestError, parse_inputs, parse_item
+from omniret.serve.inputs import RequestError, has_images, parse_inputs, parse_item
 from omniret.serve.media import image_paths
 from omniret.serve.protocol import EmbeddingsRequest, RerankRequest, SearchRequest
 from omniret.types import Hit, Item
@@ -73,7 +74,7 @@ class Service:
         side = req.input_type or ("query" if req.instruction else "document")
         if side == "document" and req.instruction:
             raise RequestError("instruction", "instructions format queries; set input_type to 'query' or drop it")
-        items = await run_in_threadpool(parse_inputs, req.input, "input", self.cfg)
+        items = await _parse(parse_inputs, req.input, "input", self.cfg)
         items = _instructed(items, req.instruction)
         vecs = await self.batcher.encode(items, is_query=side == "query")
         tokens = sum(enc.item_length(it) for it in items)
@@ -96,7 +97,7 @@ class Service:
             modality = parse_modalities(req.modality)
         except OmniretError as e:
             raise RequestError("modality", str(e)) from e
-        query = await run_in_threadpool(parse_item, req.query, "query", self.cfg)
+        query = await _parse(parse_item, req.query, "query", self.cfg)
         query = _instructed([query], req.instruction)[0]
         vec = await self.batcher.encode([query], is_query=True)
         depth = max(req.k, req.rerank_candidates or 20) if req.rerank else req.k
@@ -122,7 +123,7 @@ class Service:
         if len(req.documents) > self.cfg.max_items:
             raise RequestError("documents", f"{len(req.documents)} documents exceed the limit of "
                                f"{self.cfg.max_items} per request", 413)
-        query = await run_in_threadpool(parse_item, req.query, "query", self.cfg)
+        query = await _parse(parse_item, req.query, "query", self.cfg)
         query = _instructed([query], req.instruction)[0]
         hits = [self._rerank_doc(d, f"documents[{i}]", i) for i, d in enumerate(req.documents)]
         position = {h.id: i for i, h in enumerate(hits)}
@@ -163,8 +164,16 @@ class Service:
         raise RequestError(field, "must be a string, {\"text\": ...} or {\"id\": INDEXED_ID}")
 
 
+async def _parse(fn: Callable[[Any, str, ServeConfig], Any], value: Any, field: str, cfg: ServeConfig) -> Any:
+    """Parse request content; image decoding goes to a worker thread, plain text stays on the event loop
+    (a thread hop costs more than parsing a few strings)."""
+    if has_images(value):
+        return await run_in_threadpool(fn, value, field, cfg)
+    return fn(value, field, cfg)
+
+
 def _encode_vector(v: np.ndarray, fmt: str) -> list[float] | str:
     """OpenAI's formats: a JSON float list, or base64 of little-endian float32 bytes."""
     if fmt == "base64":
         return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
-    return [float(x) for x in v]
+    return np.asarray(v, dtype=np.float32).tolist()
