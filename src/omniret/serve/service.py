@@ -114,7 +114,8 @@ class Service:
         url = f"/media/{quote(h.id, safe='')}"
         return {"rank": rank, "id": h.id, "score": float(h.score), "modality": h.modality, "text": h.txt,
                 "images": [url if i == 0 else f"{url}?part={i}" for i in range(n_images)],
-                "metadata": h.metadata}
+                # "source" is the server's absolute corpus path: not the client's business
+                "metadata": {k: v for k, v in h.metadata.items() if k != "source"}}
 
     async def rerank(self, req: RerankRequest) -> dict[str, Any]:
         self.check_model_reranker(req.model)
