@@ -62,7 +62,8 @@ def test_serve_cli_loopback_page_api_and_graceful_sigterm():
             time.sleep(0.2)
         assert _listening_addresses(port) == {"127.0.0.1"}
         assert "<title>omniret search</title>" in httpx.get(url + "/").text
-        assert len(httpx.post(url + "/v1/embeddings", json={"input": "x"}).json()["data"][0]["embedding"]) == 384
+        dim = httpx.get(url + "/v1/models").json()["data"][0]["dimensions"]
+        assert len(httpx.post(url + "/v1/embeddings", json={"input": "x"}).json()["data"][0]["embedding"]) == dim
 
         # a slow request (24 images) is in flight when SIGTERM arrives: it completes, then the server exits
         item = {"content": [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + CAT}}]}
