@@ -73,6 +73,16 @@ def serve(index: Path, *args: str, threads: int = 1):
             proc.wait()
 
 
+def mean_batch(url: str) -> float:
+    """Mean items per encoder forward group so far, from the server's /metrics."""
+    vals = {}
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith(("omniret_batch_items_sum ", "omniret_batch_items_count ")):
+            name, v = line.split()
+            vals[name] = float(v)
+    return vals.get("omniret_batch_items_sum", 0.0) / max(vals.get("omniret_batch_items_count", 0.0), 1.0)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` (all its threads), from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -16,7 +16,7 @@ import argparse
 import shutil
 import time
 
-from _serve_load import build_index, query_texts, run_load, serve, temp_dir
+from _serve_load import build_index, mean_batch, query_texts, run_load, serve, temp_dir
 
 
 def model_ceiling(texts: list[str], batch: int, threads: int) -> tuple[float, float]:
@@ -55,7 +55,7 @@ def main() -> None:
         index = build_index(tmp)
         reqs = [("/v1/embeddings", {"input": t, "input_type": "query"}) for t in query_texts(args.requests, words)]
         warm = reqs[: args.clients]
-        results = {}
+        results, batch = {}, {}
         for name, opts in [
             ("baseline (1 request / forward)", ["--max-batch", "1", "--max-wait-ms", "0"]),
             (f"micro-batched (<= {args.max_batch}, {args.max_wait_ms:g} ms)",
@@ -64,10 +64,11 @@ def main() -> None:
             with serve(index, *opts, threads=args.threads) as (url, pid):
                 run_load(url, warm, args.clients)
                 results[name] = run_load(url, reqs, args.clients, pid)
+                batch[name] = mean_batch(url)
         print(f"{args.requests} single-text ({args.words} words) /v1/embeddings requests, "
               f"{args.clients} concurrent clients, loopback")
         for name, res in results.items():
-            print(res.line(name))
+            print(res.line(name) + f"  mean {batch[name]:.1f} items/forward")
         base, ours = results.values()
         one, many = model_ceiling([t for _, b in reqs[:256] for t in [b["input"]]], args.max_batch, args.threads)
         print(f"bare encoder, same queries: {one:.2f} CPU ms/query one per call, {many:.2f} batched by "
