@@ -84,3 +84,28 @@ def test_rerank_errors_and_models(served):
     ]:
         r = httpx.post(url + "/v1/rerank", json=body)
         assert r.status_code == status and text in r.json()["error"]["message"], (body, r.text)
+
+
+class TopKReranker(OverlapReranker):
+    """The protocol's other shape: hits keep their retrieval score and gain a ``rerank_score``."""
+
+    name = "topk-test"
+
+    def rerank(self, query: Item, hits: list[Hit], k: int | None = None) -> list[Hit]:
+        out = []
+        for h in hits:
+            h2 = dataclasses.replace(h)
+            h2.rerank_score = self.score(query, h)
+            out.append(h2)
+        return sorted(out, key=lambda h: -h.rerank_score)
+
+
+def test_rerank_score_is_reported_where_the_reranker_sets_one():
+    with running(create_app(open_shared(), ServeConfig(), reranker=TopKReranker())) as url:
+        r = httpx.post(url + "/v1/rerank", json={"query": "red apple", "documents": ["moon", "red apple pie"]}).json()
+        assert [(row["index"], row["relevance_score"]) for row in r["results"]] == [(1, 2.0), (0, 0.0)]
+        hits = httpx.post(url + "/v1/search", json={"query": "rocket launch", "k": 2, "rerank": True}).json()["data"]
+        first = {h.id: h.score for h in open_shared().search("rocket launch", k=20)}
+        for h in hits:
+            assert h["rerank_score"] == TopKReranker.score(Item("rocket launch"), Hit(h["id"], 0, "", txt=h["text"]))
+            assert abs(h["score"] - first[h["id"]]) < 1e-5  # the retrieval score is kept beside it

@@ -21,7 +21,7 @@ from omniret.index.base import Index, Record
 
 def image_paths(record: Record) -> list[str]:
     """All image paths of a document (records of interleaved documents may keep several)."""
-    many = getattr(record, "img_paths", None)
+    many = getattr(record, "img_paths", None) or record.metadata.get("img_paths")
     if many:
         return [str(p) for p in many]
     return [record.img_path] if record.img_path else []

@@ -26,6 +26,8 @@ from omniret.serve.media import image_paths
 from omniret.serve.protocol import EmbeddingsRequest, RerankRequest, SearchRequest
 from omniret.types import Hit, Item
 
+#: metadata keys holding the server's absolute file paths: not the client's business (images go via /media)
+SERVER_PATHS = ("source", "img_paths")
 NO_RERANKER = "no reranker is configured on this server: start it with --reranker MODEL"
 
 
@@ -112,10 +114,12 @@ class Service:
         rec = self.retriever.index.get(h.id)
         n_images = len(image_paths(rec)) if rec is not None else 0
         url = f"/media/{quote(h.id, safe='')}"
-        return {"rank": rank, "id": h.id, "score": float(h.score), "modality": h.modality, "text": h.txt,
+        out = {"rank": rank, "id": h.id, "score": float(h.score), "modality": h.modality, "text": h.txt,
                 "images": [url if i == 0 else f"{url}?part={i}" for i in range(n_images)],
-                # "source" is the server's absolute corpus path: not the client's business
-                "metadata": {k: v for k, v in h.metadata.items() if k != "source"}}
+                "metadata": {k: v for k, v in h.metadata.items() if k not in SERVER_PATHS}}
+        if getattr(h, "rerank_score", None) is not None:
+            out["rerank_score"] = float(h.rerank_score)
+        return out
 
     async def rerank(self, req: RerankRequest) -> dict[str, Any]:
         self.check_model_reranker(req.model)
@@ -134,7 +138,7 @@ class Service:
         top = ranked[: req.top_n] if req.top_n else ranked
         results = []
         for h in top:
-            row: dict[str, Any] = {"index": position[h.id], "relevance_score": float(h.score)}
+            row: dict[str, Any] = {"index": position[h.id], "relevance_score": _relevance(h)}
             if req.return_documents:
                 row["document"] = {"id": None if h.id.startswith("#") else h.id, "text": h.txt}
             results.append(row)
@@ -163,6 +167,12 @@ class Service:
                 raise RequestError(f"{field}.id", f"no indexed document {doc['id']!r}")
             return rec.hit(0.0)
         raise RequestError(field, "must be a string, {\"text\": ...} or {\"id\": INDEXED_ID}")
+
+
+def _relevance(h: Hit) -> float:
+    """The reranker's score: ``rerank_score`` where the reranker sets one, else the score it rewrote."""
+    rs = getattr(h, "rerank_score", None)
+    return float(h.score if rs is None else rs)
 
 
 async def _parse(fn: Callable[[Any, str, ServeConfig], Any], value: Any, field: str, cfg: ServeConfig) -> Any:

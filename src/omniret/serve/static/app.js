@@ -52,6 +52,7 @@ function buildRequest() {
   const inst = $("instruction").value.trim();
   if (inst) body.instruction = inst;
   if ($("modality").value) body.modality = $("modality").value;
+  if ($("rerank").checked) body.rerank = true;
   return body;
 }
 
@@ -79,7 +80,9 @@ function renderHit(hit) {
   const meta = document.createElement("div");
   meta.className = "meta";
   meta.innerHTML = `<span>#${hit.rank} · ${hit.modality}</span><span class="score"></span>`;
-  meta.querySelector(".score").textContent = hit.score.toFixed(4);
+  // after reranking, the reranker's score orders the grid; the retrieval score stays in the JSON view
+  const score = hit.rerank_score !== undefined ? hit.rerank_score : hit.score;
+  meta.querySelector(".score").textContent = score.toFixed(4);
   const id = document.createElement("div");
   id.className = "id";
   id.textContent = hit.id;
@@ -134,6 +137,7 @@ function wire() {
   $("api-key").addEventListener("change", () => localStorage.setItem("omniret-api-key", $("api-key").value));
   fetch("/healthz").then((r) => r.json()).then((h) => {
     $("model").textContent = `${h.documents} documents · encoder ${h.model}`;
+    $("rerank-label").hidden = !h.reranker;
   });
 }
 
