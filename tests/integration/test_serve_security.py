@@ -167,9 +167,12 @@ def test_cors_is_off_by_default_and_on_when_configured():
     with running(create_app(open_shared(), ServeConfig())) as url:
         assert "access-control-allow-origin" not in httpx.options(url + "/v1/search", headers=pre).headers
         assert "access-control-allow-origin" not in httpx.get(url + "/healthz", headers=pre).headers
-    with running(create_app(open_shared(), ServeConfig(cors_origins=["http://other.test"]))) as url:
-        r = httpx.options(url + "/v1/search", headers=pre)
-        assert r.headers["access-control-allow-origin"] == "http://other.test"
+    cfg = ServeConfig(cors_origins=["http://other.test"], api_key="k")
+    with running(create_app(open_shared(), cfg)) as url:
+        r = httpx.options(url + "/v1/search", headers=pre)  # a preflight carries no key, and needs none
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://other.test"
+        r = httpx.post(url + "/v1/search", json={"query": "x"}, headers={"Origin": "http://other.test"})
+        assert r.status_code == 401
 
 
 BAD = [

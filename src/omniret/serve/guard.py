@@ -38,7 +38,8 @@ class Guard:
         self.metrics = metrics
 
     def _authorised(self, scope: Scope) -> bool:
-        if self.cfg.api_key is None or not scope["path"].startswith(PROTECTED):
+        # CORS preflights never carry credentials, and answer with no data
+        if self.cfg.api_key is None or scope["method"] == "OPTIONS" or not scope["path"].startswith(PROTECTED):
             return True
         headers = dict(scope.get("headers") or [])
         got = headers.get(b"authorization", b"").decode("latin-1")
