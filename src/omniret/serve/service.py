@@ -54,8 +54,7 @@ class Service:
         data = [{"id": self.model, "object": "model", "created": self.started, "owned_by": "omniret",
                  "dimensions": self.retriever.encoder.dim}]
         if self.reranker is not None:
-            name = getattr(self.reranker, "name", type(self.reranker).__name__)
-            data.append({"id": str(name), "object": "model", "created": self.started, "owned_by": "omniret",
+            data.append({"id": self._reranker_name(), "object": "model", "created": self.started, "owned_by": "omniret",
                          "kind": "reranker"})
         return {"object": "list", "data": data}
 
