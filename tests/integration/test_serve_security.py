@@ -190,6 +190,7 @@ BAD = [
     ("/v1/embeddings", {"input": [{"content": [{"type": "video"}]}]}, 422, "input[0].content[0].type:"),
     ("/v1/embeddings", {"input": [{"content": [{"type": "text", "text": 5}]}]}, 422, "input[0].content[0].text:"),
     ("/v1/embeddings", {"input": [{"content": 5}]}, 422, "input[0].content:"),
+    ("/v1/embeddings", {"input": [{"type": "text", "text": "x"}]}, 422, "input[0]: unknown field(s) 'text', 'type'"),
     ("/v1/embeddings", {"input": ["ok", 5.5]}, 422, "input[1]: must be a string"),
     ("/v1/embeddings", img_input("data:image/png;base64,!!!!"), 422, "invalid base64"),
     ("/v1/embeddings", img_input("data:image/png," + "x"), 422, "must be base64-encoded"),

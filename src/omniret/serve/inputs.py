@@ -126,6 +126,10 @@ def parse_item(value: Any, field: str, cfg: ServeConfig) -> Item:
     if isinstance(value, str):
         parts: list[Any] = [value]
     elif isinstance(value, dict):
+        extra = sorted(set(value) - {"content"})
+        if extra:
+            raise RequestError(field, f"unknown field(s) {', '.join(map(repr, extra))}; an item is "
+                               '{"content": "text" or [{"type": "text" | "image_url", ...}, ...]}')
         content = value.get("content")
         if isinstance(content, str):
             parts = [content]
