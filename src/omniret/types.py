@@ -177,13 +177,20 @@ class Hit:
 
 
 def as_items(xs: Iterable[Item | str]) -> list[Item]:
-    """Accept plain strings wherever items are expected (a str becomes a text Item)."""
+    """Accept plain strings wherever items are expected (a str becomes a text Item).
+
+    ``xs`` must be a sequence: a lone ``str`` or ``Item`` is refused rather than read as its characters.
+    """
+    from omniret.errors import DataError
+
+    if isinstance(xs, (str, bytes, Item)) or not isinstance(xs, Iterable):
+        raise DataError(f"expected a list of Items or strings, got a single {type(xs).__name__}; wrap it in a list")
     out = []
-    for x in xs:
+    for i, x in enumerate(xs):
         if isinstance(x, Item):
             out.append(x)
         elif isinstance(x, str):
             out.append(Item(x))
         else:
-            raise TypeError(f"expected Item or str, got {type(x).__name__}")
+            raise DataError(f"item {i}: expected Item or str, got {type(x).__name__}")
     return out

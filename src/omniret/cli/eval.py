@@ -70,12 +70,15 @@ def mbeir(
     cache_dir: Path = typer.Option(None, help="Embedding cache (default ~/.cache/omniret/emb)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached pool embeddings."),
     skip_missing_images: bool = typer.Option(False, help="Skip (and count) records whose image file is missing."),
+    allow_missing_positives: bool = typer.Option(
+        False, help="Count positives missing from a pool as misses (reported per task) instead of failing."
+    ),
     device: str = _DEVICE,
     precision: str = _PRECISION,
     threads: int = _THREADS,
 ) -> None:
     """Recall@1/5/10 (UniIR hit@k) and modality accuracy per task, on the local and/or global pool."""
-    from omniret.data.mbeir import discover_tasks
+    from omniret.eval.preflight import preflight_mbeir
     from omniret.eval.report import write_mbeir_report
     from omniret.eval.runner import MBeirOptions, evaluate_mbeir
 
@@ -83,10 +86,11 @@ def mbeir(
     opts = MBeirOptions(
         split=split, tasks=_split_list(tasks), pools=pools, instruction_mode=instruction_mode, seed=seed,
         batch_size=batch_size, cache_dir=_cache(cache_dir, no_cache), skip_missing_images=skip_missing_images,
-        progress=True,
+        progress=True, allow_missing_positives=allow_missing_positives,
     )
     opts.validate()
-    discover_tasks(root, split, opts.tasks)  # fail on a bad root before spending time loading the model
+    # every task's files are checked before spending time loading the model
+    preflight_mbeir(root, split, opts.tasks, tuple(opts.pools), instruction_mode)
     res = write_mbeir_report(out, evaluate_mbeir(root, _encoder(model, device, precision, threads), opts, out=out))
     rows = [[e["name"], e["pool"], e["n_queries"], f"{100 * e['recall@1']:.1f}", f"{100 * e['recall@5']:.1f}",
              f"{100 * e['recall@10']:.1f}", f"{100 * e['modality_accuracy@1']:.1f}"] for e in res["tasks"]]

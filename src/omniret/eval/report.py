@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from omniret.eval.benchmarks import MBEIR_KS
+from omniret.io import atomic_write_text
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def write_json(path: str | os.PathLike, results: dict[str, Any]) -> Path:

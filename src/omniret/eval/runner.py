@@ -31,7 +31,6 @@ from omniret.data.mbeir import (
     MBeirRecord,
     MBeirTask,
     QueryInstructions,
-    discover_tasks,
     global_pool_file,
     missing_images,
     read_pool,
@@ -44,6 +43,7 @@ from omniret.errors import DataError
 from omniret.eval.benchmarks import MBEIR_KS, mbeir_headline_k
 from omniret.eval.cache import cached_embeddings, default_cache_dir
 from omniret.eval.metrics import hit_at_k, modality_accuracy_at_k
+from omniret.eval.preflight import missing_positives, preflight_mbeir
 from omniret.eval.trec import write_trec
 from omniret.index.exact import topk_inner_product
 
@@ -64,6 +64,8 @@ class MBeirOptions:
     skip_missing_images: bool = False
     depth: int = 100
     progress: bool = False
+    #: a positive missing from a pool is an error; with this flag it is counted (``missing_positives``)
+    allow_missing_positives: bool = False
 
     def validate(self) -> None:
         bad = [p for p in self.pools if p not in POOLS]
@@ -96,6 +98,8 @@ class _Run:
         self.model_key = f"{encoder.name}-{encoder.recipe_hash}"
         self.skipped = {"queries_missing_image": 0, "candidates_missing_image": 0, "paths": []}
         self.pools: dict[Path, _Pool] = {}
+        self._records: dict[Path, list[MBeirRecord]] = {}
+        self.pool_ids: dict[Path, set[str]] = {}
         self.modality_of: dict[str, str] = {}
         self.encode_s = 0.0
 
@@ -114,11 +118,20 @@ class _Run:
         self.skipped["paths"] = sorted(set(self.skipped["paths"]) | missing)[:50]
         return kept
 
-    def pool(self, file: Path) -> _Pool:
-        if file not in self.pools:
-            recs = self._drop_missing(read_pool(file), file, "candidates")
+    def read(self, file: Path) -> list[MBeirRecord]:
+        """The pool's records (minus skipped missing images), read once."""
+        if file not in self._records:
+            raw = read_pool(file)
+            self.pool_ids[file] = {r.id for r in raw}  # before skipping missing images: those are counted
+            recs = self._drop_missing(raw, file, "candidates")
             if not recs:
                 raise DataError(f"{file}: candidate pool is empty")
+            self._records[file] = recs
+        return self._records[file]
+
+    def pool(self, file: Path) -> _Pool:
+        if file not in self.pools:
+            recs = self.read(file)
             t0 = time.perf_counter()
             emb, _ = cached_embeddings(
                 self.opts.cache_dir, self.model_key, file, [r.id for r in recs],
@@ -164,12 +177,25 @@ def _eval_task(task: MBeirTask, run: _Run, instructions: QueryInstructions, out:
         "local": lambda: task.local_pool_file or _no_local(task),
         "global": lambda: global_pool_file(run.root, opts.split),
     }
-    loaded = {kind: run.pool(pools[kind]()) for kind in opts.pools}
     queries = run._drop_missing(read_queries(task.query_file), task.query_file, "queries")
     qrels = read_qrels(task.qrels_file)
     unjudged = [q.id for q in queries if q.id not in qrels.task_of]
     if unjudged:
         raise DataError(f"{task.qrels_file}: query {unjudged[0]!r} from {task.query_file.name} has no qrels line")
+    missing: dict[str, int] = {}
+    # before encoding: a positive the pool file lacks would silently lower recall (a candidate dropped by
+    # skip_missing_images is the user's explicit choice and counts as a miss, under "skipped")
+    for kind in opts.pools:
+        file = pools[kind]()
+        run.read(file)
+        miss = missing_positives(qrels.rel, [q.id for q in queries], run.pool_ids[file])
+        if miss and not opts.allow_missing_positives:
+            raise DataError(
+                f"{file}: {len(miss)} positive(s) of {task.name} are not in this {kind} pool (first: query "
+                f"{miss[0][0]!r} -> {miss[0][1]!r}); pass --allow-missing-positives to count them as misses"
+            )
+        missing[kind] = len(miss)
+    loaded = {kind: run.pool(pools[kind]()) for kind in opts.pools}
     # a query without task_id takes the task of its file for the instruction key
     queries = [q if q.task_id is not None else replace(q, task_id=task.task_id) for q in queries]
     items = [q.to_item(run.root, instructions(q, run.modality_of.get(q.pos[0]) if q.pos else None)) for q in queries]
@@ -187,6 +213,8 @@ def _eval_task(task: MBeirTask, run: _Run, instructions: QueryInstructions, out:
         for tid, rows in sorted(groups.items()):
             name = f"{task.dataset}_task{tid}"
             entries.append(_score_task(name, tid, kind, qids, rows, idx, pool, qrels))
+            if opts.allow_missing_positives:
+                entries[-1]["missing_positives"] = missing[kind]
             if out is not None:
                 ranked = {qids[r]: [(pool.ids[j], float(s)) for j, s in zip(idx[r], scores[r], strict=True)] for r in rows}
                 write_trec(out / "runs" / f"{name}.{kind}.trec", ranked, depth=opts.depth)
@@ -225,7 +253,7 @@ def evaluate_mbeir(
     opts = options or MBeirOptions()
     opts.validate()
     root = Path(root)
-    tasks = discover_tasks(root, opts.split, opts.tasks)
+    tasks = preflight_mbeir(root, opts.split, opts.tasks, tuple(opts.pools), opts.instruction_mode)
     instructions = QueryInstructions(root, opts.instruction_mode, opts.seed)
     run = _Run(root, encoder, opts)
     out_dir = Path(out) if out is not None else None
