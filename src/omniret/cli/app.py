@@ -23,6 +23,7 @@ _COMMAND_MODULES = [
     "omniret.cli.data",  # data build emoji|wordnet
     "omniret.cli.train",  # train CONFIG.yaml
     "omniret.cli.mine",  # mine (modality-aware hard negatives)
+    "omniret.cli.serve",  # serve (HTTP API + web page)
 ]
 
 for _mod in _COMMAND_MODULES:
