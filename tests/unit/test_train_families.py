@@ -168,3 +168,14 @@ def test_make_tiny_cli_writes_a_loadable_model(tmp_path):
     assert load_encoder(tmp_path / "c").family == "clip"
     bad = CliRunner().invoke(app, ["models", "make-tiny", "nope", str(tmp_path / "n")])
     assert bad.exit_code != 0 and "no tiny builder for family 'nope'" in (bad.output + str(bad.exception))
+
+
+def test_device_and_precision_are_checked_once_in_the_base(tiny_dirs):
+    from omniret.errors import ConfigError
+
+    for family in ("clip", "gme", "mmembed"):
+        with pytest.raises(ConfigError, match="precision='fp64' is not valid"):
+            load_encoder(tiny_dirs(family), precision="fp64")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            load_encoder(tiny_dirs("clip"), device="cuda")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 import typer
 
+from omniret.cli.escape import cell, clean, json_text
 from omniret.errors import OmniretError
 
+#: exit code of `omniret index` when it indexed and saved the good inputs but skipped some (listed on stderr)
+SKIPPED_EXIT = 3
 INDEX_OPT = typer.Option(..., "--index", "-i", help="Index directory.", show_default=False)
 
 
@@ -40,8 +42,18 @@ def index_cmd(
         None, "--exclude", "-x", help="Glob of files to skip, on relative path or name (repeatable)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad file; change nothing."),
+    follow_symlinks: bool = typer.Option(
+        False, "--follow-symlinks", help="Follow symlinks that lead outside the folder."
+    ),
+    allow_mass_delete: bool = typer.Option(
+        False, "--allow-mass-delete", help="Allow removing most or all documents of PATH (e.g. it is now empty)."
+    ),
 ) -> None:
-    """Index PATH into --index DIR; when DIR exists only new or changed documents are encoded."""
+    """Index PATH into --index DIR; when DIR exists only new or changed documents are encoded.
+
+    Bad files are skipped and listed at the end; the good ones are indexed and saved, and the exit code is 3.
+    """
     from omniret.retriever import Retriever
 
     if not path.exists():
@@ -52,9 +64,22 @@ def index_cmd(
     quiet_model_loading()
     r = Retriever.open_or_create(index, model, kind)
     show = not quiet and sys.stdout.isatty()
-    report = r.index_corpus(path, batch_size=batch_size, progress=show, exclude=exclude or ())
+    report = r.index_corpus(
+        path,
+        batch_size=batch_size,
+        progress=show,
+        exclude=exclude or (),
+        strict=strict,
+        follow_symlinks=follow_symlinks,
+        allow_mass_delete=allow_mass_delete,
+    )
     dt = time.perf_counter() - t0
-    typer.echo(f"{index}: {report} [{r.index.kind}, encoder {r.encoder.name}, {dt:.1f}s]")
+    typer.echo(clean(f"{index}: {report} [{r.index.kind}, encoder {r.encoder.name}, {dt:.1f}s]", one_line=True))
+    if report.skipped:
+        typer.echo(f"skipped {len(report.skipped)} input(s) (everything else was indexed and saved):", err=True)
+        for s in report.skipped:
+            typer.echo(f"  {clean(s, one_line=True)}", err=True)
+        raise typer.Exit(SKIPPED_EXIT)
 
 
 def search_cmd(
@@ -65,10 +90,18 @@ def search_cmd(
     modality: list[str] | None = typer.Option(
         None, "--modality", help="Only return text, image or image,text documents (repeat for several)."
     ),
-    k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of results."),
+    k: int = typer.Option(10, "-k", "--top-k", min=1, max=100_000, help="Number of results."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of hits."),
+    rerank: str | None = typer.Option(
+        None, "--rerank", help="Rerank with this MLLM (HF-layout directory of LLaVA-Next / Qwen2-VL / Qwen2.5-VL)."
+    ),
+    rerank_k: int = typer.Option(10, "--rerank-k", min=1, help="How many top hits the reranker reorders."),
+    rerank_template: str | None = typer.Option(
+        None, "--rerank-template", help="Rerank prompt: a template name, an M-BEIR task id, or text with {query} "
+        "and {document}."
+    ),
 ) -> None:
-    """Search an index with text, an image, or both."""
+    """Search an index with text, an image, or both; optionally rerank the top hits with an MLLM."""
     from omniret.index import parse_modalities
     from omniret.retriever import Retriever
     from omniret.types import Item
@@ -81,17 +114,26 @@ def search_cmd(
     parse_modalities(mods)  # fail before loading a model
     quiet_model_loading()
     r = Retriever.open(index)
+    task = None
+    if rerank is not None:
+        from omniret.rerank import load_reranker, resolve_template
+
+        if rerank_template is not None and "{document}" not in rerank_template:
+            task, rerank_template = rerank_template, None
+        resolve_template(rerank_template, task)  # fail on a bad template before loading the model
+        r.reranker = load_reranker(rerank, template=rerank_template)
+        r.rerank_k = rerank_k
     query = Item(text or None, image=str(image) if image is not None else None)
-    hits = r.search(query, k=k, instruction=instruction, modality=mods)
+    hits = r.search(query, k=k, instruction=instruction, modality=mods, task=task)
     if as_json:
-        typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        typer.echo(json_text([h.to_dict() for h in hits], indent=2))
         return
     print_hits(hits, title=f"{len(hits)} hits for {_describe(text, image)}")
 
 
 def _describe(text: str | None, image: Path | None) -> str:
     parts = ([f"image {image.name}"] if image is not None else []) + ([repr(text)] if text else [])
-    return " + ".join(parts)
+    return clean(" + ".join(parts), one_line=True)
 
 
 def print_hits(hits, title: str = "") -> None:
@@ -99,14 +141,19 @@ def print_hits(hits, title: str = "") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", show_lines=False)
+    table = Table(title=cell(title, one_line=True), title_justify="left", show_lines=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
+    reranked = any(h.rerank_score is not None for h in hits)
+    if reranked:
+        table.add_column("rerank", justify="right", no_wrap=True)
     table.add_column("id", no_wrap=True)
     table.add_column("modality", no_wrap=True)
     table.add_column("text")  # the only column that wraps, so ids and scores stay whole
     for i, h in enumerate(hits, 1):
-        table.add_row(str(i), f"{h.score:.4f}", h.id, h.modality, _shorten(h.txt, 60))
+        rr = ([] if not reranked else ["" if h.rerank_score is None else f"{h.rerank_score:.4f}"])
+        table.add_row(str(i), f"{h.score:.4f}", *rr, cell(h.id, True), h.modality,
+                      cell(_shorten(clean(h.txt or "", True), 60)))
     Console().print(table)
 
 
@@ -119,18 +166,18 @@ def info_cmd(
 
     facts = FlatIndex.open(index).info()
     if as_json:
-        typer.echo(json.dumps(facts, indent=2))
+        typer.echo(json_text(facts, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(show_header=False, title=f"index {index}", title_justify="left")
+    table = Table(show_header=False, title=cell(f"index {index}", True), title_justify="left")
     for key, val in facts.items():
         if key in ("created", "updated"):
             val = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(val))
         elif isinstance(val, dict):
             val = ", ".join(f"{k}: {v}" for k, v in val.items())
-        table.add_row(key, "" if val is None else str(val))
+        table.add_row(key, cell("" if val is None else val, True))
     Console().print(table)
 
 

@@ -67,7 +67,6 @@ class Encoder(ABC):
     name: str = "encoder"
     dim: int = 0
     family: str = "base"
-    #: documents get no instruction unless the family's recipe says so (ReMatch/MMEB target instructions)
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
     #: what ``load_encoder`` was called with (registered name, absolute directory, or a JSON reference with
@@ -98,10 +97,12 @@ class Encoder(ABC):
         if precision not in PRECISIONS:
             raise ConfigError(f"precision={precision!r} is not valid; choose one of {', '.join(PRECISIONS)}")
         try:
-            self.device = torch.device(device)
+            dev = torch.device(device)
         except (RuntimeError, TypeError) as e:
             raise ConfigError(f"device={device!r} is not a valid torch device ({e})") from None
-        self.precision = precision
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r} requested but CUDA is not available here")
+        self.device, self.precision = dev, precision
 
     # ----------------------------------------------------------------- training contract
     def embed(self, prepared: Any) -> torch.Tensor:
@@ -238,8 +239,10 @@ class Encoder(ABC):
             yield order[s : s + batch_size]
 
     def _encode(self, items: list[Item], *, is_query: bool, batch_size: int, progress: bool) -> np.ndarray:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            from omniret.errors import ConfigError
+
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out

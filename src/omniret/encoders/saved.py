@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from omniret.errors import ModelNotFoundError
+from omniret.io import atomic_write_json
 
 SAVED_CONFIG = "omniret.json"
 
@@ -32,9 +33,7 @@ def save_parts(out: Path, *hf_parts: Any) -> None:
 def write_saved_config(path: str | os.PathLike, meta: dict[str, Any]) -> Path:
     """Write ``omniret.json`` into ``path`` atomically (temp file + rename); returns ``path``."""
     out = Path(path)
-    tmp = out / (SAVED_CONFIG + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    os.replace(tmp, out / SAVED_CONFIG)
+    atomic_write_json(out / SAVED_CONFIG, meta, default=str)
     return out
 
 

@@ -6,9 +6,11 @@ Backends (the embedded flat/HNSW index here; vector databases later) implement :
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,16 @@ class Record:
             img_path=self.img_path,
             metadata=dict(self.metadata),
         )
+
+
+def scoped_id(source: str, id: str) -> str:
+    """``id`` made unique to ``source``: ``<source name>~<8 hex of the source path>/<id>``.
+
+    Incremental indexing (and a save that merges a concurrent writer's changes) gives a document this id
+    when another source already holds its plain id, so two sources never overwrite each other.
+    """
+    tag = hashlib.sha1(source.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{Path(source).name}~{tag}/{id}"
 
 
 def parse_modalities(modality: str | Sequence[str] | None) -> frozenset[str] | None:

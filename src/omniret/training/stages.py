@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from omniret.encoders import Encoder, load_builtins, load_encoder
-from omniret.errors import OmniretError
+from omniret.errors import ConfigError, OmniretError
+from omniret.io import atomic_write_json, atomic_write_text
 from omniret.training.config import DataConfig, ResolvedStage, TrainConfig, save_config
 from omniret.training.data import instruction_mode
 from omniret.training.distributed import barrier, init_from_env, is_main
@@ -38,9 +39,10 @@ TINY = "tiny:"
 
 def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """Train every stage of ``cfg`` (resuming a stopped run); returns the final model directory."""
+    cfg.check_inputs()  # before the fingerprint is written and before any model loads
     rank, world = init_from_env()
     out = Path(cfg.output_dir)
-    _check_run_dir(cfg, out)
+    check_run_dir(cfg, out)
     say = log if is_main() else (lambda s: None)
     prev: Path | None = None
     for st in cfg.resolved_stages():
@@ -63,17 +65,23 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> Path:
     return final
 
 
-def _check_run_dir(cfg: TrainConfig, out: Path) -> None:
+def check_run_dir(cfg: TrainConfig, out: Path) -> None:
+    """Stamp ``out`` with ``cfg``'s fingerprint, or refuse it when it holds output of a different config."""
     saved = out / "train_config.yaml"
     if saved.is_file():
         stamp = out / "config_digest"
-        if stamp.is_file() and stamp.read_text().strip() != cfg.digest():
+        if stamp.is_file() and stamp.read_text().strip() != cfg.digest() and _started(out):
             raise OmniretError(f"{out}: holds a run with a different config; use another output_dir or delete it")
-    elif is_main():
+    if is_main() and (not saved.is_file() or not _started(out)):  # a start that trained nothing is not a run
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, saved)
-        (out / "config_digest").write_text(cfg.digest() + "\n")
+        atomic_write_text(out / "config_digest", cfg.digest() + "\n")
     barrier()
+
+
+def _started(out: Path) -> bool:
+    """Whether run folder ``out`` holds any training output (a stage folder with something in it)."""
+    return any(p.is_dir() and any(p.iterdir()) for p in out.iterdir()) if out.is_dir() else False
 
 
 def base_model_path(cfg: TrainConfig) -> str | None:
@@ -86,7 +94,7 @@ def base_model_path(cfg: TrainConfig) -> str | None:
     dst = Path(cfg.output_dir) / "tiny-base"
     if is_main() and not (dst / "DONE").is_file():
         make_tiny(init[len(TINY):], dst, seed=cfg.seed)
-        (dst / "DONE").write_text("ok\n")
+        atomic_write_text(dst / "DONE", "ok\n")
     barrier()
     return str(dst)
 
@@ -102,11 +110,14 @@ def build_encoder(cfg: TrainConfig, st: ResolvedStage, prev: Path | None) -> Enc
         return load_encoder(prev, device=cfg.device)
     if st.init == "base":
         base = base_model_path(cfg)
-        if base is None:
-            from omniret.encoders import FAMILIES
+        try:
+            if base is None:
+                from omniret.encoders import FAMILIES
 
-            return FAMILIES.get(m.family)(None, **opts)
-        return load_encoder(base, family=m.family, **opts)
+                return FAMILIES.get(m.family)(None, **opts)
+            return load_encoder(base, family=m.family, **opts)
+        except TypeError as e:  # an option the family's constructor does not take
+            raise ConfigError(f"model.options {sorted(m.options)} for family {m.family!r}: {e}") from None
     return load_encoder(st.init, device=cfg.device)
 
 
@@ -144,8 +155,8 @@ def _mine(cfg: TrainConfig, st: ResolvedStage, prev: Path | None, sdir: Path,
             if is_main():
                 # queries carry the instruction training gives them (same lookup, mode and seed)
                 stats = mine_source(encoder, s, out, m, instruction_mode=instruction_mode(st.data), seed=cfg.seed)
-                (out / "key.json").write_text(json.dumps(key) + "\n")
-                (out / DONE).write_text(json.dumps(stats) + "\n")
+                atomic_write_json(out / "key.json", key, indent=None)
+                atomic_write_json(out / DONE, stats, indent=None)
                 log(f"stage {st.name}: mined {out} {json.dumps(stats)}")
             barrier()
         sources.append(dataclasses.replace(s, queries=str(out)))

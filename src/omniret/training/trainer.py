@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from omniret.errors import OmniretError
+from omniret.io import atomic_write_json, atomic_write_text
 from omniret.losses import CompositeLoss, LossInputs, build_loss
 from omniret.training import checkpoint as ckpt
 from omniret.training import matching  # noqa: F401  (registers the 'match' loss term)
@@ -115,8 +116,8 @@ class Trainer:
                 shutil.rmtree(final)
             self.encoder.save(final, merge_lora=self.cfg.model.merge_lora)
             save_config(self.cfg, final / "train_config.yaml")
-            (final / "stage.json").write_text(json.dumps(dataclasses.asdict(self.st), indent=2) + "\n")
-            (final / DONE).write_text("ok\n")
+            atomic_write_json(final / "stage.json", dataclasses.asdict(self.st))
+            atomic_write_text(final / DONE, "ok\n")
         barrier()
         return final
 
