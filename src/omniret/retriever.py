@@ -1,6 +1,7 @@
 """Encoder + index (+ an optional reranker): index a corpus, search it with any query.
 
 >>> r = Retriever.create("my-index", "default")          # or Retriever.open("my-index")
+>>> r = Retriever.create("postgresql://localhost/db#docs", backend="pgvector")   # any registered backend
 >>> r.index_corpus("photos/")                            # incremental: only new/changed files are encoded
 >>> r.search("a red apple", k=5, modality="image")
 """
@@ -18,7 +19,7 @@ import numpy as np
 from omniret.data.corpus import load_corpus, plan_update
 from omniret.encoders import Encoder, load_encoder
 from omniret.errors import OmniretError
-from omniret.index import FlatIndex, Record, is_index_dir
+from omniret.index import Index, Manifest, Record, create_index, index_exists, open_index
 from omniret.types import Hit, Item
 
 Query = Item | str
@@ -58,7 +59,7 @@ def _encoder_ref(encoder: Encoder | str | os.PathLike) -> str:
 class Retriever:
     """Searches ``index`` with queries embedded by ``encoder``; ``reranker`` (optional) reorders hits."""
 
-    def __init__(self, encoder: Encoder, index: FlatIndex, reranker: Reranker | None = None) -> None:
+    def __init__(self, encoder: Encoder, index: Index, reranker: Reranker | None = None) -> None:
         index.check_encoder(encoder)
         self.encoder = encoder
         self.index = index
@@ -68,32 +69,36 @@ class Retriever:
     @classmethod
     def create(
         cls,
-        index_dir: str | os.PathLike | None,
+        location: str | os.PathLike | None,
         encoder: Encoder | str = "default",
-        kind: str = "flat",
-        **hnsw: int,
+        kind: str | None = None,
+        backend: str = "local",
+        **options: int,
     ) -> Retriever:
-        """A new, empty index (saved to ``index_dir`` by :meth:`index_corpus`; ``None`` keeps it in memory)."""
-        if index_dir is not None and is_index_dir(index_dir):
-            raise OmniretError(f"{index_dir}: an index already exists there; use Retriever.open()")
+        """A new, empty index of ``backend`` at ``location`` (stored by :meth:`index_corpus`; ``None`` keeps a
+        local index in memory). ``kind`` defaults to the backend's own (``flat`` locally, ``hnsw`` in the
+        databases); ``options`` are HNSW parameters (``m``, ``ef_construction``, ``ef_search``)."""
+        from omniret.index.backends import backend_class
+
+        if location is not None and index_exists(location, backend):
+            raise OmniretError(f"{location}: an index already exists there; use Retriever.open()")
         ref = _encoder_ref(encoder)
         enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
-        index = FlatIndex(
-            enc.dim,
+        manifest = Manifest(
             encoder_name=enc.name,
             recipe_hash=enc.recipe_hash,
+            dim=enc.dim,
+            kind=kind or backend_class(backend).default_kind,
             encoder_ref=ref,
-            kind=kind,
-            hnsw=hnsw,
-            path=index_dir,
         )
-        return cls(enc, index)
+        return cls(enc, create_index(location, manifest, backend, **options))
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, encoder: Encoder | str | None = None) -> Retriever:
-        """Open an index; without ``encoder``, load the one its manifest names. A different encoder (name or
-        recipe hash) is an :class:`~omniret.errors.IndexMismatchError`."""
-        index = FlatIndex.open(index_dir)
+    def open(cls, location: str | os.PathLike, encoder: Encoder | str | None = None) -> Retriever:
+        """Open the index at ``location`` (any backend; see :mod:`omniret.index.backends`); without
+        ``encoder``, load the one its manifest names. A different encoder (name or recipe hash) is an
+        :class:`~omniret.errors.IndexMismatchError`."""
+        index = open_index(location)
         if encoder is None:
             encoder = index.manifest.encoder_ref or index.manifest.encoder_name
         enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
@@ -101,15 +106,22 @@ class Retriever:
 
     @classmethod
     def open_or_create(
-        cls, index_dir: str | os.PathLike, encoder: Encoder | str | None = None, kind: str | None = None
+        cls,
+        location: str | os.PathLike,
+        encoder: Encoder | str | None = None,
+        kind: str | None = None,
+        backend: str | None = None,
     ) -> Retriever:
-        """Open ``index_dir`` if it holds an index (switching its ``kind`` if given), else create one."""
-        if is_index_dir(index_dir):
-            r = cls.open(index_dir, encoder)
+        """Open ``location`` if it holds an index (switching its ``kind`` if given), else create one of
+        ``backend`` (default ``local``)."""
+        if index_exists(location, backend):
+            r = cls.open(location, encoder)
+            if backend is not None and r.index.backend != backend:
+                raise OmniretError(f"{location}: holds a {r.index.backend} index, not {backend}")
             if kind is not None:
                 r.index.set_kind(kind)
             return r
-        return cls.create(index_dir, encoder or "default", kind=kind or "flat")
+        return cls.create(location, encoder or "default", kind=kind, backend=backend or "local")
 
     # ------------------------------------------------------------------ indexing
     def index_corpus(
@@ -132,7 +144,7 @@ class Retriever:
             vecs = self.encoder.encode_documents(plan.to_encode, batch_size=batch_size, progress=progress)
             self.index.upsert(vecs, [Record.from_item(it) for it in plan.to_encode])
         removed = self.index.remove(plan.removed)
-        if save and self.index.path is not None and (self.index.dirty or not is_index_dir(self.index.path)):
+        if save and self.index.location is not None and self.index.pending:
             self.index.save()
         return IndexReport(plan.added, plan.updated, removed, plan.unchanged, len(self.index))
 
@@ -170,5 +182,5 @@ class Retriever:
         return self.index.search(vectors, k=k, modality=modality)
 
     def info(self) -> dict[str, Any]:
-        """Manifest facts plus per-modality document counts (see :meth:`FlatIndex.info`)."""
+        """Manifest facts plus per-modality document counts (see :meth:`Index.info`)."""
         return self.index.info()

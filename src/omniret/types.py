@@ -156,7 +156,8 @@ class Item:
 
 @dataclass
 class Hit:
-    """One search result. ``txt`` / ``img_path`` describe the stored document for display."""
+    """One search result. ``txt`` / ``img_path`` (the first image) / ``img_paths`` (every image, in order)
+    describe the stored document for display."""
 
     id: str
     score: float
@@ -164,6 +165,7 @@ class Hit:
     txt: str | None = None
     img_path: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    img_paths: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,6 +174,7 @@ class Hit:
             "modality": self.modality,
             "txt": self.txt,
             "img_path": self.img_path,
+            "img_paths": list(self.img_paths),
             "metadata": self.metadata,
         }
 

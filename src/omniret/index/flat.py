@@ -23,6 +23,7 @@ from omniret.index.base import Index, Record, parse_modalities
 from omniret.index.hnsw import HNSWGraph, HNSWParams
 from omniret.index.manifest import (
     KINDS,
+    MANIFEST,
     Manifest,
     fsync_dir,
     new_generation_dir,
@@ -58,7 +59,12 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int, rows: np.ndarra
 
 
 class FlatIndex(Index):
-    """Embedded index of ``(N, dim)`` float32 vectors with one :class:`Record` per row."""
+    """Embedded index of ``(N, dim)`` float32 vectors with one :class:`Record` per row.
+
+    Registered as the ``local`` backend: the local faiss flat (exact) / HNSW index in a directory.
+    """
+
+    backend = "local"
 
     #: with a modality filter, HNSW is skipped when this few documents pass it (exact is cheaper then)
     exact_below = 1024
@@ -96,6 +102,41 @@ class FlatIndex(Index):
         self._graph: HNSWGraph | None = None  # None: (re)build before the next HNSW search/save
         self.dirty = False
 
+    # ------------------------------------------------------------------ backend protocol
+    @classmethod
+    def create(cls, location: str | os.PathLike | None, manifest: Manifest, **options: Any) -> FlatIndex:
+        """A new empty index described by ``manifest``; ``options`` are HNSW parameters."""
+        return cls(
+            manifest.dim,
+            encoder_name=manifest.encoder_name,
+            recipe_hash=manifest.recipe_hash,
+            encoder_ref=manifest.encoder_ref,
+            kind=manifest.kind,
+            hnsw=options or None,
+            path=location,
+        )
+
+    @classmethod
+    def exists(cls, location: str | os.PathLike) -> bool:
+        return (Path(location) / MANIFEST).is_file()
+
+    @property
+    def location(self) -> str | None:
+        return str(self.path) if self.path is not None else None
+
+    @property
+    def pending(self) -> bool:
+        return self.dirty or (self.path is not None and not self.exists(self.path))
+
+    def iter_pages(self, page_size: int = 1000, vectors: bool = False):
+        """Rows in storage order, ``page_size`` at a time (vectors are views, not copies)."""
+        for s in range(0, len(self._records), page_size):
+            yield self._records[s : s + page_size], (self._vectors[s : s + page_size] if vectors else None)
+
+    def modality_counts(self) -> dict[str, int]:
+        counts = {mod: int((self._codes == code).sum()) for mod, code in _MOD_CODE.items()}
+        return {k: v for k, v in counts.items() if v}
+
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:
@@ -130,6 +171,8 @@ class FlatIndex(Index):
         m = self.manifest
         counts = {mod: int((self._codes == code).sum()) for mod, code in _MOD_CODE.items()}
         return {
+            "backend": self.backend,
+            "location": self.location,
             "path": str(self.path) if self.path else None,
             "encoder": m.encoder_name,
             "encoder_ref": m.encoder_ref,
