@@ -208,3 +208,28 @@ def test_interleaved_document_keeps_every_part(tmp_path):
     assert rec.parts == [{"text": "look"}, {"image": rec.img_paths[0]}, {"text": "then"}, {"image": rec.img_paths[1]}]
     assert Record.from_dict(rec.to_dict()) == rec
     assert Record.from_dict({"id": "z", "modality": "image", "img_path": "old.png"}).img_paths == ["old.png"]
+
+
+@pytest.mark.parametrize("backend", ["local", "pgvector"])
+def test_graph_search_path_has_high_recall_and_fills_filtered_k(backend, tmp_path, request):
+    """With the exact fallback switched off, HNSW (faiss / pgvector) still finds the true neighbours, and a
+    filtered search still returns k documents of the wanted modality (pgvector: iterative scan)."""
+    pg = request.getfixturevalue("pg_url") if backend == "pgvector" else None
+    ix = create_index(location(backend, tmp_path, pg), manifest("hnsw"), backend)
+    v = unit(0, 600)
+    ix.add(v, recs(600))
+    ix.exact_below = 0
+    q = unit(3, 20)
+    _, br = brute(q, v, 10)
+    hits = ix.search(q, k=10)
+    recall = np.mean([len({h.id for h in hs} & {f"d{r}" for r in row}) / 10 for hs, row in zip(hits, br, strict=True)])
+    assert recall >= 0.95
+    hits = ix.search(q, k=10, modality="image,text")
+    assert all(len(hs) == 10 and {h.modality for h in hs} == {"image,text"} for hs in hits)
+    if backend == "pgvector":  # the statement really walks the HNSW index (not a sequential scan)
+        sql_q, settings = ix.search_plan(False, "", 10, False)
+        for key, val in settings.items():
+            ix._conn.execute("SELECT set_config(%s, %s, true)", (key, val))
+        plan = " ".join(r[0] for r in ix._conn.execute(b"EXPLAIN " + sql_q.as_bytes(ix._conn), (q[0], q[0], 10)))
+        assert "Index Scan using" in plan and "_hnsw" in plan
+    ix.close()

@@ -11,7 +11,26 @@ import typer
 
 from omniret.errors import OmniretError
 
-INDEX_OPT = typer.Option(..., "--index", "-i", help="Index directory.", show_default=False)
+INDEX_OPT = typer.Option(
+    ..., "--index", "-i", show_default=False,
+    help="Index location: a directory (local or embedded Qdrant), postgresql://...#name or http://qdrant:6333#name.",
+)
+BACKEND_OPT = typer.Option(None, "--backend", help="New index: local (faiss, default), pgvector or qdrant.")
+URL_OPT = typer.Option(
+    None, "--url", help="Database for --backend pgvector (postgresql://...) or a Qdrant server (http://...); "
+    "--index then names the table / collection."
+)
+
+
+def resolve_location(index: str, backend: str | None, url: str | None) -> str:
+    """The index location that ``--index/--backend/--url`` spell (see omniret.index.backends)."""
+    from omniret.index import BACKENDS, location_for
+
+    if backend is not None and backend not in BACKENDS:
+        raise OmniretError(f"--backend must be one of {', '.join(BACKENDS.names())}, got {backend!r}")
+    if url is not None and backend is None:
+        raise OmniretError("--url needs --backend pgvector or --backend qdrant")
+    return location_for(index, backend or "local", url)
 
 
 def _shorten(s: str | None, n: int = 80) -> str:
@@ -32,7 +51,9 @@ def quiet_model_loading() -> None:
 
 def index_cmd(
     path: Path = typer.Argument(..., help="A folder of images/texts or a candidate .jsonl file."),
-    index: Path = INDEX_OPT,
+    index: str = INDEX_OPT,
+    backend: str | None = BACKEND_OPT,
+    url: str | None = URL_OPT,
     model: str | None = typer.Option(None, "--model", "-m", help="Encoder name or directory [new index: default]."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Documents per encoder batch."),
     kind: str | None = typer.Option(None, "--kind", help="flat (exact) or hnsw [new index: flat]."),
@@ -48,18 +69,20 @@ def index_cmd(
         raise OmniretError(f"{path}: no such folder or file")
     if kind is not None and kind not in ("flat", "hnsw"):
         raise OmniretError(f"--kind must be flat or hnsw, got {kind!r}")
+    location = resolve_location(index, backend, url)
     t0 = time.perf_counter()
     quiet_model_loading()
-    r = Retriever.open_or_create(index, model, kind)
+    r = Retriever.open_or_create(location, model, kind, backend)
     show = not quiet and sys.stdout.isatty()
     report = r.index_corpus(path, batch_size=batch_size, progress=show, exclude=exclude or ())
     dt = time.perf_counter() - t0
-    typer.echo(f"{index}: {report} [{r.index.kind}, encoder {r.encoder.name}, {dt:.1f}s]")
+    r.index.close()
+    typer.echo(f"{r.index.location}: {report} [{r.index.kind}, encoder {r.encoder.name}, {r.index.backend}, {dt:.1f}s]")
 
 
 def search_cmd(
     text: str | None = typer.Argument(None, help="Query text (optional with --image)."),
-    index: Path = INDEX_OPT,
+    index: str = INDEX_OPT,
     image: Path | None = typer.Option(None, "--image", help="Query image (alone or with TEXT)."),
     instruction: str | None = typer.Option(None, "--instruction", help="Task instruction for the query."),
     modality: list[str] | None = typer.Option(
@@ -83,6 +106,7 @@ def search_cmd(
     r = Retriever.open(index)
     query = Item(text or None, image=str(image) if image is not None else None)
     hits = r.search(query, k=k, instruction=instruction, modality=mods)
+    r.index.close()
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return
@@ -111,13 +135,15 @@ def print_hits(hits, title: str = "") -> None:
 
 
 def info_cmd(
-    index: Path = INDEX_OPT,
+    index: str = INDEX_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON."),
 ) -> None:
-    """Describe an index: encoder, recipe hash, dimension, kind, document counts."""
-    from omniret.index import FlatIndex
+    """Describe an index: backend, encoder, recipe hash, dimension, kind, document counts."""
+    from omniret.index import open_index
 
-    facts = FlatIndex.open(index).info()
+    ix = open_index(index)
+    facts = ix.info()
+    ix.close()
     if as_json:
         typer.echo(json.dumps(facts, indent=2))
         return
@@ -126,7 +152,7 @@ def info_cmd(
 
     table = Table(show_header=False, title=f"index {index}", title_justify="left")
     for key, val in facts.items():
-        if key in ("created", "updated"):
+        if key in ("created", "updated") and val is not None:
             val = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(val))
         elif isinstance(val, dict):
             val = ", ".join(f"{k}: {v}" for k, v in val.items())

@@ -11,8 +11,9 @@ manifest, so an incremental update (new, changed and deleted documents) becomes 
 after a crash, not at all. Each operation is its own savepoint, so a refused one leaves the rest intact.
 
 Like the local index, a search that few documents can satisfy (``<= exact_below`` after the modality filter)
-scans exactly instead of walking the graph; otherwise HNSW runs with ``hnsw.ef_search = max(ef_search, k)``
-and, under a filter, pgvector's iterative scan (0.8+) so a selective filter still fills ``k``.
+scans exactly instead of walking the graph; otherwise HNSW runs with ``hnsw.ef_search = max(ef_search, k)``.
+Under a modality filter PostgreSQL's planner chooses between the modality btree (exact over the subset) and
+the graph with pgvector's iterative scan (0.8+), which keeps walking until ``k`` documents pass the filter.
 """
 
 from __future__ import annotations
@@ -256,15 +257,7 @@ class PgVectorIndex(Index):
         args: tuple = () if mods is None else (sorted(mods),)
         n_ok = int(self._q(f"SELECT count(*) FROM {{t}} {where}", args).fetchone()[0])
         exact = self.kind == "flat" or n_ok <= max(self.exact_below, k)
-        sql_q = self._fmt(
-            f"SELECT record, -(embedding <#> %s) FROM {{t}} {where} ORDER BY embedding <#> %s, seq LIMIT %s"
-        )
-        if exact:
-            settings = {"enable_indexscan": "off"}
-        else:
-            settings = {"hnsw.ef_search": str(max(self.hnsw_params.ef_search, int(k)))}
-            if mods is not None:
-                settings["hnsw.iterative_scan"] = "strict_order"
+        sql_q, settings = self.search_plan(exact, where, int(k), mods is not None)
         out = []
         with self._savepoint():
             for key, val in settings.items():
@@ -277,6 +270,22 @@ class PgVectorIndex(Index):
                 for key in settings:
                     self._conn.execute(f"RESET {key}")
         return out
+
+    def search_plan(self, exact: bool, where: str, k: int, filtered: bool) -> tuple[Any, dict[str, str]]:
+        """The search statement and the settings it runs under.
+
+        Exact: a sequential scan ordered by (score, insertion order), so ties break as in the local index.
+        HNSW: ordered by the distance alone (the only form pgvector's index serves), sequential scans off so
+        the planner cannot trade the graph for a scan on a small or unanalysed table.
+        """
+        order = "embedding <#> %s, seq" if exact else "embedding <#> %s"
+        sql_q = self._fmt(f"SELECT record, -(embedding <#> %s) FROM {{t}} {where} ORDER BY {order} LIMIT %s")
+        if exact:
+            return sql_q, {"enable_indexscan": "off"}
+        settings = {"enable_seqscan": "off", "hnsw.ef_search": str(max(self.hnsw_params.ef_search, k))}
+        if filtered:
+            settings["hnsw.iterative_scan"] = "strict_order"
+        return sql_q, settings
 
     def save(self) -> None:
         """Write the manifest and commit every change since the last save in one transaction."""
