@@ -7,6 +7,7 @@ import json
 
 import pytest
 from _cli import run
+
 from index_backends import pg_url  # noqa: F401  (fixture)
 
 
