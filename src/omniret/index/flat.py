@@ -1,7 +1,8 @@
 """The embedded on-disk index: float32 vectors + JSON records in a directory, searched exactly or by HNSW.
 
 ``kind="flat"`` (default) is exact inner-product search (FAISS's BLAS kernels on the stored numpy array, no
-copy). ``kind="hnsw"`` adds a FAISS HNSW graph over the same vectors. Either way a modality filter is exact:
+copy). ``kind="hnsw"`` / ``"ivfpq"`` add a faiss ANN structure over the same vectors (fp32/fp16/int8 storage,
+see :mod:`omniret.index.ann`). Either way a modality filter is exact:
 a filtered-out document is never returned, and fewer than ``k`` hits come back only when fewer documents
 pass the filter. Saves are atomic (see :mod:`omniret.index.manifest`).
 """
@@ -19,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from omniret.errors import DataError, IndexMismatchError, OmniretError
+from omniret.index.ann import ANNGraph, ANNParams, rescore
 from omniret.index.base import Index, Record, parse_modalities
-from omniret.index.hnsw import HNSWGraph, HNSWParams
 from omniret.index.manifest import (
     KINDS,
     MANIFEST,
@@ -77,14 +78,14 @@ class FlatIndex(Index):
         recipe_hash: str,
         encoder_ref: str | None = None,
         kind: str = "flat",
-        hnsw: HNSWParams | dict | None = None,
+        hnsw: ANNParams | dict | None = None,
         path: str | os.PathLike | None = None,
     ) -> None:
         if int(dim) < 1:
             raise OmniretError(f"index dim must be >= 1, got {dim}")
         if kind not in KINDS:
             raise OmniretError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
-        params = hnsw if isinstance(hnsw, HNSWParams) else HNSWParams.from_dict(hnsw or {})
+        params = hnsw if isinstance(hnsw, ANNParams) else ANNParams.from_dict(hnsw or {})
         self.manifest = Manifest(
             encoder_name=encoder_name,
             recipe_hash=recipe_hash,
@@ -99,13 +100,13 @@ class FlatIndex(Index):
         self._records: list[Record] = []
         self._rows: dict[str, int] = {}
         self._codes = np.zeros(0, np.int8)  # modality code per row, for fast filter masks
-        self._graph: HNSWGraph | None = None  # None: (re)build before the next HNSW search/save
+        self._graph: ANNGraph | None = None  # None: (re)build before the next ANN search/save
         self.dirty = False
 
     # ------------------------------------------------------------------ backend protocol
     @classmethod
     def create(cls, location: str | os.PathLike | None, manifest: Manifest, **options: Any) -> FlatIndex:
-        """A new empty index described by ``manifest``; ``options`` are HNSW parameters."""
+        """A new empty index described by ``manifest``; ``options`` are :class:`ANNParams` fields."""
         return cls(
             manifest.dim,
             encoder_name=manifest.encoder_name,
@@ -180,7 +181,7 @@ class FlatIndex(Index):
             "dim": m.dim,
             "metric": m.metric,
             "kind": m.kind,
-            "hnsw": vars(self.hnsw_params).copy() if m.kind == "hnsw" else None,
+            "hnsw": vars(self.hnsw_params).copy() if m.kind != "flat" else None,
             "count": len(self),
             "modalities": {k: v for k, v in counts.items() if v},
             "generation": m.generation,
@@ -275,9 +276,9 @@ class FlatIndex(Index):
         mask = np.isin(self._codes, [_MOD_CODE[m] for m in mods])
         return None if mask.all() else mask
 
-    def _ensure_graph(self) -> HNSWGraph:
+    def _ensure_graph(self) -> ANNGraph:
         if self._graph is None or len(self._graph) != len(self):
-            self._graph = HNSWGraph(self.dim, self.hnsw_params)
+            self._graph = ANNGraph(self.dim, self.kind, self.hnsw_params)
             self._graph.add(self._vectors)
         return self._graph
 
@@ -299,7 +300,10 @@ class FlatIndex(Index):
         if self.kind == "flat" or n_ok <= max(self.exact_below, k):
             return exact_topk(q, self._vectors, int(k), rows)
         kk = min(int(k), n_ok)
-        scores, found = self._ensure_graph().search(q, kk, allowed)
+        graph = self._ensure_graph()
+        scores, found = graph.search(q, kk, allowed)
+        if graph.quantised:  # rescore the shortlist exactly against the float32 vectors
+            scores, found = rescore(q, self._vectors, found, kk)
         # the graph walk may strand a selective filter with too few results: redo those queries exactly
         short = np.flatnonzero((found < 0).any(axis=1))
         if len(short):
@@ -348,7 +352,7 @@ class FlatIndex(Index):
             os.fsync(f.fileno())
         lines = (json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in self._records)
         write_file(gen / RECORDS, "".join(lines).encode("utf-8"))
-        if self.kind == "hnsw":
+        if self.kind != "flat":
             write_file(gen / GRAPH, self._ensure_graph().serialize())
         fsync_dir(gen)
 
@@ -374,8 +378,8 @@ class FlatIndex(Index):
         idx._vectors, idx._records = vectors, records
         idx._rows = {r.id: i for i, r in enumerate(records)}
         idx._codes = np.array([_MOD_CODE.get(r.modality, -1) for r in records], np.int8)
-        if m.kind == "hnsw" and (gen / GRAPH).is_file():
-            graph = HNSWGraph.deserialize((gen / GRAPH).read_bytes(), idx.hnsw_params)
+        if m.kind != "flat" and (gen / GRAPH).is_file():
+            graph = ANNGraph.deserialize((gen / GRAPH).read_bytes(), m.dim, m.kind, idx.hnsw_params)
             idx._graph = graph if len(graph) == len(records) else None
         return idx
 

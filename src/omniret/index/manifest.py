@@ -26,7 +26,7 @@ from omniret.errors import DataError, IndexMismatchError, OmniretError
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 GEN_PREFIX = "gen-"
-KINDS = ("flat", "hnsw")
+KINDS = ("flat", "hnsw", "ivfpq")
 METRIC = "ip"  # inner product on L2-normalised vectors (= cosine)
 
 
