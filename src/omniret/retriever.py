@@ -25,6 +25,18 @@ from omniret.types import Hit, Item
 Query = Item | str
 
 
+class EncodeEngine(Protocol):
+    """Where documents are encoded: ``None`` means in this process; :class:`omniret.integrations.ray.RayEngine`
+    spreads the work over a Ray cluster. Yields ``(vectors (n, D), records)`` chunks to upsert."""
+
+    def encode_documents(
+        self, encoder: Encoder, items: Sequence[Item], batch_size: int
+    ) -> Iterable[tuple[np.ndarray, list[Record]]]: ...
+
+    def done(self) -> None:
+        """Called once every chunk is stored durably (the engine may drop its intermediate files)."""
+
+
 class Reranker(Protocol):
     """Hook for a second-stage scorer (MLLM reranking): reorders / rescores first-stage hits."""
 
@@ -131,21 +143,27 @@ class Retriever:
         progress: bool = False,
         save: bool = True,
         exclude: Sequence[str] = (),
+        engine: EncodeEngine | None = None,
     ) -> IndexReport:
         """Index a folder, a candidate ``.jsonl`` or Items (each with an ``id``), incrementally.
 
         Only new or changed documents (by content fingerprint) are encoded; for a folder or JSONL, documents
         that disappeared from it (or are now ``exclude`` d) are removed. Saves the index atomically when it
-        has a directory.
+        has a location. ``engine`` encodes elsewhere (e.g. on Ray); default: here, with ``batch_size``.
         """
         items, src = load_corpus(source, exclude)
         plan = plan_update(items, self.index.records(), src)
-        if plan.to_encode:
+        if plan.to_encode and engine is not None:
+            for vecs, records in engine.encode_documents(self.encoder, plan.to_encode, batch_size):
+                self.index.upsert(vecs, records)
+        elif plan.to_encode:
             vecs = self.encoder.encode_documents(plan.to_encode, batch_size=batch_size, progress=progress)
             self.index.upsert(vecs, [Record.from_item(it) for it in plan.to_encode])
         removed = self.index.remove(plan.removed)
         if save and self.index.location is not None and self.index.pending:
             self.index.save()
+        if engine is not None:
+            engine.done()
         return IndexReport(plan.added, plan.updated, removed, plan.unchanged, len(self.index))
 
     # ------------------------------------------------------------------ search

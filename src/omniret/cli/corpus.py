@@ -61,6 +61,10 @@ def index_cmd(
         None, "--exclude", "-x", help="Glob of files to skip, on relative path or name (repeatable)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    engine: str = typer.Option("local", "--engine", help="Encode here (local) or on a Ray cluster (ray)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto, ray://...) [start locally]."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Ray: encoder actors (one model each)."),
+    gpus_per_worker: float = typer.Option(0, "--gpus-per-worker", min=0, help="Ray: GPUs per actor."),
 ) -> None:
     """Index PATH into --index DIR; when DIR exists only new or changed documents are encoded."""
     from omniret.retriever import Retriever
@@ -70,14 +74,30 @@ def index_cmd(
     if kind is not None and kind not in ("flat", "hnsw"):
         raise OmniretError(f"--kind must be flat or hnsw, got {kind!r}")
     location = resolve_location(index, backend, url)
+    runner = _engine(engine, address, workers, gpus_per_worker)
     t0 = time.perf_counter()
     quiet_model_loading()
     r = Retriever.open_or_create(location, model, kind, backend)
     show = not quiet and sys.stdout.isatty()
-    report = r.index_corpus(path, batch_size=batch_size, progress=show, exclude=exclude or ())
+    report = r.index_corpus(path, batch_size=batch_size, progress=show, exclude=exclude or (), engine=runner)
     dt = time.perf_counter() - t0
     r.index.close()
     typer.echo(f"{r.index.location}: {report} [{r.index.kind}, encoder {r.encoder.name}, {r.index.backend}, {dt:.1f}s]")
+
+
+def _engine(engine: str, address: str | None, workers: int, gpus: float):
+    """``None`` (encode in this process) or a :class:`~omniret.integrations.ray.RayEngine`."""
+    if engine == "local":
+        if address is not None or workers != 1 or gpus:
+            raise OmniretError("--address, --workers and --gpus-per-worker need --engine ray")
+        return None
+    if engine != "ray":
+        raise OmniretError(f"--engine must be local or ray, got {engine!r}")
+    try:
+        from omniret.integrations.ray import RayEngine
+    except ImportError as e:  # pragma: no cover - the ray extra is installed by make install
+        raise OmniretError(f"--engine ray needs `pip install omniret[ray]` ({e})") from e
+    return RayEngine(workers=workers, gpus_per_worker=gpus, address=address)
 
 
 def search_cmd(

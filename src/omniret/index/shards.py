@@ -42,16 +42,20 @@ def _atomic(path: Path, data: bytes) -> None:
 class ShardWriter:
     """Writes shards into ``root`` and keeps ``shards.json`` current after each one."""
 
-    def __init__(self, root: str | os.PathLike, manifest: Manifest, resume: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike, manifest: Manifest, resume: bool = False, key: str | None = None
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.manifest = manifest
+        self.manifest, self.key = manifest, key
         self.shards: dict[int, int] = {}
         if resume and (self.root / SHARDS).is_file():
             state = read_state(self.root)
             old = Manifest(**state["manifest"])
             if (old.encoder_name, old.recipe_hash, old.dim) != (manifest.encoder_name, manifest.recipe_hash, manifest.dim):
                 raise OmniretError(f"{self.root}: holds shards of encoder {old.encoder_name!r}; use another directory")
+            if state.get("key") != key:
+                raise OmniretError(f"{self.root}: holds shards of another job (different items); use another directory")
             self.shards = {int(s["index"]): int(s["count"]) for s in state["shards"]}
         elif (self.root / SHARDS).is_file():
             raise OmniretError(f"{self.root}: already holds shards; pass resume or use an empty directory")
@@ -88,6 +92,7 @@ class ShardWriter:
             "manifest": asdict(self.manifest),
             "shards": [{"index": i, "count": n} for i, n in sorted(self.shards.items())],
             "complete": complete,
+            "key": self.key,
         }
         _atomic(self.root / SHARDS, json.dumps(state, indent=1).encode("utf-8"))
 
