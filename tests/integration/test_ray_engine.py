@@ -90,19 +90,31 @@ def test_ray_vectors_equal_local_and_killed_job_resumes(tmp_path):
     assert json.loads((out / SHARDS).read_text())["key"]
 
 
-def test_cli_engine_ray_index_equals_local(tmp_path, monkeypatch, capsys):
+def test_cli_engine_ray_index_and_eval_equal_local(tmp_path, monkeypatch, capsys):
     from _cli import run
+    from _eval_helpers import build_colour_mbeir
 
     from omniret.index import open_index
 
     corpus = _corpus(tmp_path / "corpus", n_text=6)
+    mbeir = build_colour_mbeir(tmp_path / "mbeir")
     monkeypatch.setenv("OMNIRET_CACHE", str(tmp_path / "cache"))
+    results = {}
     try:
         code, out, err = run(monkeypatch, capsys, "index", str(corpus), "-i", str(tmp_path / "ray-ix"),
                              "--engine", "ray", "--workers", "2", "-q")
+        assert code == 0 and "added 9" in out, err
+        for engine in ("ray", "local"):  # eval's pool encoding on the same engine
+            o = tmp_path / f"eval-{engine}"
+            extra = ["--engine", "ray", "--workers", "2"] if engine == "ray" else []
+            code, _, err = run(monkeypatch, capsys, "eval", "mbeir", "--root", str(mbeir), "--model", "default",
+                               "--pool", "both", "--out", str(o), "--no-cache", *extra)
+            assert code == 0, err
+            results[engine] = json.loads((o / "results.json").read_text())["tasks"]
     finally:
         ray.shutdown()
-    assert code == 0 and "added 9" in out, err
+    keys = ("name", "pool", "recall@1", "recall@5", "recall@10", "modality_accuracy@1")
+    assert [[e[k] for k in keys] for e in results["ray"]] == [[e[k] for k in keys] for e in results["local"]]
     assert not any((tmp_path / "cache" / "ray-shards").iterdir())  # shards dropped once the index has them
     code, out, err = run(monkeypatch, capsys, "index", str(corpus), "-i", str(tmp_path / "local-ix"), "-q")
     assert code == 0, err

@@ -74,7 +74,7 @@ def index_cmd(
     if kind is not None and kind not in ("flat", "hnsw"):
         raise OmniretError(f"--kind must be flat or hnsw, got {kind!r}")
     location = resolve_location(index, backend, url)
-    runner = _engine(engine, address, workers, gpus_per_worker)
+    runner = encode_engine(engine, address, workers, gpus_per_worker)
     t0 = time.perf_counter()
     quiet_model_loading()
     r = Retriever.open_or_create(location, model, kind, backend)
@@ -85,7 +85,7 @@ def index_cmd(
     typer.echo(f"{r.index.location}: {report} [{r.index.kind}, encoder {r.encoder.name}, {r.index.backend}, {dt:.1f}s]")
 
 
-def _engine(engine: str, address: str | None, workers: int, gpus: float):
+def encode_engine(engine: str, address: str | None, workers: int, gpus: float):
     """``None`` (encode in this process) or a :class:`~omniret.integrations.ray.RayEngine`."""
     if engine == "local":
         if address is not None or workers != 1 or gpus:

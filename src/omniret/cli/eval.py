@@ -73,8 +73,13 @@ def mbeir(
     device: str = _DEVICE,
     precision: str = _PRECISION,
     threads: int = _THREADS,
+    engine: str = typer.Option("local", "--engine", help="Encode pools here (local) or on a Ray cluster (ray)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto, ray://...)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Ray: encoder actors (one model each)."),
+    gpus_per_worker: float = typer.Option(0, "--gpus-per-worker", min=0, help="Ray: GPUs per actor."),
 ) -> None:
     """Recall@1/5/10 (UniIR hit@k) and modality accuracy per task, on the local and/or global pool."""
+    from omniret.cli.corpus import encode_engine
     from omniret.data.mbeir import discover_tasks
     from omniret.eval.report import write_mbeir_report
     from omniret.eval.runner import MBeirOptions, evaluate_mbeir
@@ -83,7 +88,7 @@ def mbeir(
     opts = MBeirOptions(
         split=split, tasks=_split_list(tasks), pools=pools, instruction_mode=instruction_mode, seed=seed,
         batch_size=batch_size, cache_dir=_cache(cache_dir, no_cache), skip_missing_images=skip_missing_images,
-        progress=True,
+        progress=True, engine=encode_engine(engine, address, workers, gpus_per_worker),
     )
     opts.validate()
     discover_tasks(root, split, opts.tasks)  # fail on a bad root before spending time loading the model
