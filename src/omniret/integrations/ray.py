@@ -7,7 +7,8 @@ Pipeline (Ray Data, streaming): ``from_items`` (one row per document: id, text p
 position) -> ``map_batches(decode)`` on CPU tasks (images read, EXIF-rotated, size-capped and converted to
 RGB pixels by :func:`omniret.images.load_image`) -> ``map_batches(EncodeActor)`` on ``workers`` actors, each
 loading the encoder once (``num_gpus=gpus_per_worker``) -> the driver gathers rows by shard and writes each
-shard as soon as it is whole. Shards are fixed slices of the item list, so a job that is killed resumes by
+shard as soon as it is whole. (When the two steps ask for the same resources, Ray Data fuses them into one
+operator: the decode function then runs in the actor's worker process, before the batch reaches the model.) Shards are fixed slices of the item list, so a job that is killed resumes by
 skipping the shards already listed in ``shards.json`` (same items and encoder, checked by a key).
 
 Needs the ``ray`` extra (``ray[data]``); the vectors equal local encoding (tested to 1e-5).
