@@ -85,11 +85,12 @@ class Retriever:
         encoder: Encoder | str = "default",
         kind: str | None = None,
         backend: str = "local",
-        **options: int,
+        **options: Any,
     ) -> Retriever:
         """A new, empty index of ``backend`` at ``location`` (stored by :meth:`index_corpus`; ``None`` keeps a
         local index in memory). ``kind`` defaults to the backend's own (``flat`` locally, ``hnsw`` in the
-        databases); ``options`` are HNSW parameters (``m``, ``ef_construction``, ``ef_search``)."""
+        databases); ``options`` are the backend's index parameters (local: :class:`~omniret.index.ann.ANNParams`,
+        e.g. ``m=16, storage="int8"``; pgvector: ``m``, ``ef_construction``, ``ef_search``)."""
         from omniret.index.backends import backend_class
 
         if location is not None and index_exists(location, backend):
