@@ -26,9 +26,10 @@ def _pairs(n: int) -> tuple[list[str], list[str]]:
     wn = ROOT / ".cache" / "data" / "wordnet" / "train"
     if (wn / "queries.jsonl").is_file():
         from omniret.data import beir
+        from omniret.data.qrels import read_qrels
 
         qs, docs = beir.read_queries(wn / "queries.jsonl"), beir.read_corpus(wn / "corpus.jsonl")
-        qrels = beir.read_qrels_tsv(wn / "qrels" / "train.tsv")
+        qrels = read_qrels(wn / "qrels" / "train.tsv").rel
         pairs = [(qs[q], docs[next(iter(d))]) for q, d in qrels.items() if q in qs][:n]
         if len(pairs) == n:
             return [p[0] for p in pairs], [p[1] for p in pairs]

@@ -11,7 +11,7 @@ from _cli import run
 from _eval_helpers import build_colour_mbeir
 from ir_measures import nDCG
 
-from omniret.data.mbeir import read_qrels
+from omniret.data.qrels import read_qrels
 from omniret.eval.metrics import mean_hit_at_k
 from omniret.eval.trec import read_trec
 

@@ -11,7 +11,7 @@ import pytest
 from _eval_helpers import ColourEncoder, build_colour_mbeir
 from ir_measures import Success
 
-from omniret.data.mbeir import read_qrels
+from omniret.data.qrels import read_qrels
 from omniret.errors import DataError
 from omniret.eval.metrics import mean_hit_at_k
 from omniret.eval.report import write_mbeir_report

@@ -99,7 +99,7 @@ def test_jsonl_candidates(tmp_path):
         ('{"did": "1", "txt": "x", "modality": "text"', "bad.jsonl:2: invalid JSON"),
         ('{"txt": "x", "modality": "text"}', "bad.jsonl:2: missing required field 'did'"),
         ('{"did": "1", "txt": "x"}', "bad.jsonl:2: missing required field 'modality'"),
-        ('{"did": "1", "txt": "x", "img_path": null, "modality": "image"}', "modality is 'image' but the fields make it 'text'"),
+        ('{"did": "1", "txt": "x", "img_path": null, "modality": "image"}', "modality is 'image' but the record lacks its image"),
         ('{"did": "1", "txt": "x", "img_path": "no.png", "modality": "image,text"}', "bad.jsonl:2: image not found"),
         ('{"did": "1", "txt": "x", "modality": "video"}', "bad.jsonl:2: modality must be one of"),
         ('{"did": "0", "txt": "dup", "modality": "text"}', "bad.jsonl:2: duplicate did '0'"),

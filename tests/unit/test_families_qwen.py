@@ -162,9 +162,10 @@ def test_gme_matches_reference_computation(qwen2, gme):
     assert np.abs(docs - _reference_gme(qwen2, items, "You are a helpful assistant.")).max() <= 1e-4
 
 
-def _reference_vlm2vec(path, texts, images):
-    """VLM2Vec's encode_input spelled out: processor-style expansion, left padding, full
-    Qwen2VLForConditionalGeneration forward (its own M-RoPE), hidden_states[-1] at the last position."""
+def _reference_mrope(path, texts, images):
+    """The pre-fix ``positions="mrope"`` option spelled out: processor-style expansion, left padding, full HF
+    Qwen2VLForConditionalGeneration forward (its own M-RoPE), hidden_states[-1] at the last position. VLM2Vec's
+    own reference semantics are pinned in test_vlm2vec_reference.py."""
     from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
@@ -186,14 +187,14 @@ def _reference_vlm2vec(path, texts, images):
     return torch.nn.functional.normalize(out.hidden_states[-1][:, -1], dim=-1).numpy()
 
 
-def test_vlm2vec_matches_reference_computation(qwen2, vlm2vec):
+def test_vlm2vec_mrope_option_matches_hf_forward(qwen2):
     imgs = [random_image(84, 56, 7), random_image(56, 56, 8)]
     items = [Item("what is in it?", image=imgs[0], instruction="Represent the given image with the following "
                   "question:"), Item(image=imgs[1], instruction="Represent the given image for classification")]
     texts = ["<|image_pad|>\nRepresent the given image with the following question: what is in it?",
              "<|image_pad|>\nRepresent the given image for classification"]
-    ours = vlm2vec.encode_queries(items)
-    assert np.abs(ours - _reference_vlm2vec(qwen2, texts, imgs)).max() <= 1e-4
+    old = load_encoder(qwen2, family="vlm2vec", positions="mrope", min_pixels=None, max_pixels=None)
+    assert np.abs(old.encode_queries(items) - _reference_mrope(qwen2, texts, imgs)).max() <= 1e-4
 
 
 # --------------------------------------------------------------------------------------------- persistence

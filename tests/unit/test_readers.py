@@ -15,10 +15,10 @@ from omniret.data.mbeir import (
     parse_query_filename,
     read_instructions,
     read_pool,
-    read_qrels,
     read_queries,
 )
 from omniret.data.mmeb import dataset_files, read_eval, read_train, strip_placeholder
+from omniret.data.qrels import read_qrels
 from omniret.errors import DataError
 from omniret.eval.benchmarks import mbeir_headline_k, mmeb_dataset_info, target_modality
 
@@ -71,7 +71,7 @@ def test_mbeir_records(tmp_path):
         ('{"txt": "a", "modality": "text"}', "missing required field 'did'"),
         ('{"did": "1:1", "txt": "a", "modality": "audio"}', "modality must be one of"),
         ('{"did": "1:1", "txt": null, "img_path": null, "modality": "image"}', "lacks its image"),
-        ('{"did": 5, "txt": "a", "modality": "text"}', "field 'did' must be str"),
+        ('{"did": [5], "txt": "a", "modality": "text"}', "field 'did' must be str/int"),
     ],
 )
 def test_malformed_pool_row_names_file_and_line(tmp_path, line, msg):
@@ -90,8 +90,22 @@ def test_duplicate_did(tmp_path):
 def test_qrels(tmp_path):
     q = read_qrels(_w(tmp_path / "q.txt", "9:1 0 9:5 1 0\n9:1 0 9:7 1 0\n9:2 0 9:6 0 3\n"))
     assert q.rel == {"9:1": {"9:5": 1, "9:7": 1}} and q.task_of == {"9:1": 0}
-    with pytest.raises(DataError, match=r"q2.txt:2"):
+    with pytest.raises(DataError, match=r"q2.txt:2: expected 5 fields"):
         read_qrels(_w(tmp_path / "q2.txt", "9:1 0 9:5 1 0\n9:1 9:5 1\n"))
+    with pytest.raises(DataError, match=r"q3.txt:1: relevance and task_id must be integers"):
+        read_qrels(_w(tmp_path / "q3.txt", "9:1 0 9:5 yes 0\n"))
+
+
+def test_one_qrels_reader_for_every_layout(tmp_path):
+    beir = _w(tmp_path / "b.tsv", "query-id\tcorpus-id\tscore\nq 1\td 1\t2\nq 1\td2\t0\nq2\td3\t1.0\n")
+    assert read_qrels(beir).rel == {"q 1": {"d 1": 2}, "q2": {"d3": 1}}  # tab-separated ids may hold spaces
+    assert read_qrels(beir, keep_nonrelevant=True).rel == {"q 1": {"d 1": 2, "d2": 0}, "q2": {"d3": 1}}
+    trec = read_qrels(_w(tmp_path / "t.txt", "q1 0 d1 1\nq1 Q0 d2 0\n"), keep_nonrelevant=True)
+    assert trec.rel == {"q1": {"d1": 1, "d2": 0}} and trec.task_of == {}
+    with pytest.raises(DataError, match=r"x.txt:1: expected"):
+        read_qrels(_w(tmp_path / "x.txt", "a b c d e f\n"))
+    with pytest.raises(DataError, match="no such qrels file"):
+        read_qrels(tmp_path / "missing.txt")
 
 
 def test_instructions(tmp_path):

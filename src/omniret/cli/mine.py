@@ -19,7 +19,8 @@ def mine_cmd(
     min_rank: int = typer.Option(45, "--min-rank", min=0, help="Right-modality negatives must rank below this (M)."),
     count: int = typer.Option(1, "--count", min=1, help="Negatives written per query."),
     mix: str = typer.Option("union", "--mix", help="union, wrong_modality or right_modality."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed (also seeds --instruction-mode random)."),
+    instruction_mode: str = typer.Option("fixed", help="Query instructions: fixed (first prompt) | random | none."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
 ) -> None:
     """Write each query's neg_cand_list: wrong-modality candidates from the top N and right-modality ones below M."""
@@ -34,7 +35,8 @@ def mine_cmd(
     src = SourceConfig(kind="mbeir", path=str(root), split=split, pool=str(pool) if pool else None,
                        queries=str(queries) if queries else None)
     cfg = MineConfig(model=model, top_n=top_n, min_rank=min_rank, count=count, mix=mix, seed=seed)
-    stats = mine_source(load_encoder(model), src, out, cfg, batch_size=batch_size)
+    stats = mine_source(load_encoder(model), src, out, cfg, batch_size=batch_size, instruction_mode=instruction_mode,
+                        seed=seed)
     typer.echo(json.dumps({"out": str(out), **stats}))
 
 

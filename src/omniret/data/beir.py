@@ -3,7 +3,8 @@
 * corpus rows: ``{"_id": str, "title": str?, "text": str}`` — a document's text is ``title + " " + text``
   (sentence-transformers' BEIR convention) when it has a title;
 * query rows: ``{"_id": str, "text": str}``;
-* qrels: tab-separated ``query-id  corpus-id  score`` with a header row; only ``score > 0`` is relevant.
+* qrels: tab-separated ``query-id  corpus-id  score`` with a header row, read by
+  :func:`omniret.data.qrels.read_qrels`; only ``score > 0`` is relevant.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omniret.data.jsonl import field, iter_jsonl
+from omniret.data.qrels import read_qrels
 from omniret.errors import DataError
 from omniret.types import Item
 
@@ -63,26 +65,6 @@ def read_queries(path: str | os.PathLike) -> dict[str, str]:
     return out
 
 
-def read_qrels_tsv(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such qrels file")
-    out: dict[str, dict[str, int]] = {}
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.strip().split("\t")
-        if not line.strip() or (n == 1 and parts[-1].lower() == "score"):
-            continue
-        if len(parts) != 3:
-            raise DataError(f"{p}:{n}: expected 'query-id<TAB>corpus-id<TAB>score', got {line.strip()!r}")
-        try:
-            score = int(float(parts[2]))
-        except ValueError:
-            raise DataError(f"{p}:{n}: score must be a number, got {parts[2]!r}") from None
-        if score > 0:
-            out.setdefault(parts[0], {})[parts[1]] = score
-    return out
-
-
 def check_beir_root(root: str | os.PathLike, split: str = "test") -> None:
     """Raise :class:`DataError` naming the first missing file of a BEIR directory (cheap, reads nothing)."""
     for rel in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
@@ -97,7 +79,7 @@ def load_beir(root: str | os.PathLike, split: str = "test") -> BeirData:
     data = BeirData(
         corpus=read_corpus(root / "corpus.jsonl"),
         queries=read_queries(root / "queries.jsonl"),
-        qrels=read_qrels_tsv(root / "qrels" / f"{split}.tsv"),
+        qrels=read_qrels(root / "qrels" / f"{split}.tsv").rel,
     )
     for qid, rel in data.qrels.items():
         if qid not in data.queries:

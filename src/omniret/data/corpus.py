@@ -21,12 +21,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omniret.data.jsonl import field as get_field
-from omniret.data.jsonl import iter_jsonl
+from omniret.data.mbeir import iter_pool
 from omniret.errors import DataError
 from omniret.images import IMAGE_EXTENSIONS
 from omniret.index.base import Record
-from omniret.types import MODALITIES, Item
+from omniret.types import Item
 
 log = logging.getLogger(__name__)
 
@@ -97,34 +96,22 @@ def load_folder(root: str | os.PathLike, exclude: Sequence[str] = ()) -> list[It
 def load_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> list[Item]:
     """Items from an M-BEIR-style candidate JSONL (``did``, ``txt``, ``img_path``, ``modality``).
 
-    ``img_path`` is relative to ``image_root`` (default: the JSONL's directory). Malformed JSON, a missing
-    field, a modality that disagrees with the fields, a missing image or a repeated ``did`` is a
-    :class:`DataError` naming ``file:line``.
+    Records are read and converted exactly as evaluation reads a pool (:func:`omniret.data.mbeir.iter_pool`,
+    :meth:`~omniret.data.mbeir.MBeirRecord.to_item`: UniIR's text formatting), so an index built from a pool
+    file holds the same vectors the benchmark scores. ``img_path`` is relative to ``image_root`` (default: the
+    JSONL's directory). Malformed JSON, a missing field, a modality naming a part the record lacks, a missing
+    image or a repeated ``did`` is a :class:`DataError` naming ``file:line``.
     """
     src = Path(path).expanduser().resolve()
     root = Path(image_root).expanduser().resolve() if image_root is not None else src.parent
-    items, seen = [], set()
-    for n, obj in iter_jsonl(src):
-        where = f"{src}:{n}"
-        did = str(get_field(obj, "did", (str, int), where))
-        txt = (get_field(obj, "txt", str, where, optional=True) or "").strip() or None
-        img = get_field(obj, "img_path", str, where, optional=True) or None
-        mod = get_field(obj, "modality", str, where)
-        if mod not in MODALITIES:
-            raise DataError(f"{where}: modality must be one of {', '.join(MODALITIES)}, got {mod!r}")
-        actual = "image,text" if txt and img else "image" if img else "text" if txt else None
-        if actual != mod:
-            raise DataError(f"{where}: modality is {mod!r} but the fields make it {actual or 'empty'!r}")
-        if did in seen:
-            raise DataError(f"{where}: duplicate did {did!r}")
-        seen.add(did)
-        img_file = root / img if img else None
-        if img_file is not None and not img_file.is_file():
-            raise DataError(f"{where}: image not found: {img_file}")
+    items = []
+    for n, obj, rec in iter_pool(src):
+        if rec.img_path is not None and not (root / rec.img_path).is_file():
+            raise DataError(f"{src}:{n}: image not found: {root / rec.img_path}")
         meta = {"source": str(src), "line": n}
         if "src_content" in obj:
             meta["src_content"] = obj["src_content"]
-        items.append(Item(txt, image=str(img_file) if img_file else None, id=did, metadata=meta))
+        items.append(rec.to_item(root, metadata=meta))
     return items
 
 

@@ -11,8 +11,13 @@ Train rows (``MMEB-train``): ``qry``, ``qry_image_path``, ``pos_text``, ``pos_im
 ``neg_text``, ``neg_image_path``.
 
 Image placeholders such as ``<|image_1|>`` are removed from the text: an :class:`Item` carries its image
-as a separate part. Image paths are relative to ``image_root``. A data set is a ``<name>.jsonl`` or
-``<name>.parquet`` file, or a ``<name>/`` directory of them; the name keys MMEB's meta-task tables.
+as a separate part. As in VLM2Vec's eval code (``src/data/eval_dataset/image_*``), the target instruction
+applies only to candidates with an image; text candidates (class labels, answers, captions) are their raw
+text. Eval Items carry, in ``Item.metadata``, the facts a family's MMEB formatting may depend on:
+``mmeb_dataset``, ``mmeb_role`` (``query``/``candidate``) and, on candidates, ``mmeb_query_modality``
+(VLM2Vec's newline rules, :func:`omniret.encoders.families.qwen2vl.mmeb_eval_suffix`). Image paths are
+relative to ``image_root``. A data set is a ``<name>.jsonl`` or ``<name>.parquet`` file, or a ``<name>/``
+directory of them; the name keys MMEB's meta-task tables.
 """
 
 from __future__ import annotations
@@ -54,12 +59,15 @@ class MMEBTrainRow:
     neg: Item | None = None
 
 
-def _item(text: str | None, img: str | None, inst: str | None, image_root: Path, where: str) -> Item:
+def _item(text: str | None, img: str | None, inst: str | None, image_root: Path, where: str,
+          metadata: dict[str, Any] | None = None) -> Item:
+    """The one MMEB row part -> Item conversion (placeholder stripped, image path joined to the root)."""
     text = strip_placeholder(text)
     path = str(image_root / img) if img else None
     if text is None and path is None:
         raise DataError(f"{where}: empty query/candidate (no text and no image)")
-    return Item(text, image=path, instruction=(inst or "").strip() or None)
+    # v2 instructions carry the placeholder too ("<|image_1|>\nRepresent the given image ...")
+    return Item(text, image=path, instruction=strip_placeholder(inst), metadata=metadata)
 
 
 def _iter_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -87,7 +95,7 @@ def _as_list(row: dict, key: str, where: str) -> list[str | None]:
     return list(val)
 
 
-def parse_eval_row(row: dict[str, Any], image_root: Path, where: str) -> MMEBEvalRow:
+def parse_eval_row(row: dict[str, Any], image_root: Path, where: str, dataset: str = "") -> MMEBEvalRow:
     q_text = field(row, "qry_text", str, where, optional=True)
     q_img = field(row, "qry_img_path", str, where, optional=True)
     q_inst = field(row, "qry_inst", str, where, optional=True)
@@ -99,11 +107,13 @@ def parse_eval_row(row: dict[str, Any], image_root: Path, where: str) -> MMEBEva
     # VLM2Vec pads the shorter list with empty strings when candidates are single-modality
     texts += [None] * (n - len(texts))
     imgs += [None] * (n - len(imgs))
+    query = _item(q_text, q_img or None, q_inst, image_root, where, {"mmeb_dataset": dataset, "mmeb_role": "query"})
+    meta = {"mmeb_dataset": dataset, "mmeb_role": "candidate", "mmeb_query_modality": query.modality}
     cands = [
-        _item(t, i or None, t_inst, image_root, f"{where} candidate {j}")
+        _item(t, i or None, t_inst if i else None, image_root, f"{where} candidate {j}", meta)
         for j, (t, i) in enumerate(zip(texts, imgs, strict=True))
     ]
-    return MMEBEvalRow(_item(q_text, q_img or None, q_inst, image_root, where), cands)
+    return MMEBEvalRow(query, cands)
 
 
 def parse_train_row(row: dict[str, Any], image_root: Path, where: str) -> MMEBTrainRow:
@@ -133,8 +143,11 @@ def dataset_files(root: str | os.PathLike) -> dict[str, list[Path]]:
     return out
 
 
-def read_eval(files: list[Path], image_root: str | os.PathLike) -> list[MMEBEvalRow]:
-    return [parse_eval_row(r, Path(image_root), w) for f in files for w, r in _iter_rows(f)]
+def read_eval(files: list[Path], image_root: str | os.PathLike, dataset: str | None = None) -> list[MMEBEvalRow]:
+    """Eval rows of one data set (``dataset``: its name, default the first file's stem or directory)."""
+    if dataset is None and files:
+        dataset = files[0].stem if len(files) == 1 else files[0].parent.name
+    return [parse_eval_row(r, Path(image_root), w, dataset or "") for f in files for w, r in _iter_rows(f)]
 
 
 def read_train(files: list[Path], image_root: str | os.PathLike) -> list[MMEBTrainRow]:

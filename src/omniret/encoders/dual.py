@@ -3,10 +3,11 @@
 * text -> ``get_text_features`` (CLIP: EOS-token state through ``text_projection``; SigLIP: last position
   through the text head, text padded to ``max_length`` with no attention mask, as SigLIP was trained);
 * image -> ``get_image_features`` (vision pooler through the projection / SigLIP's attention-pool head);
-* image+text items are fused at score level, following UniIR's CLIP_SF: the item embedding is the sum of its
-  image and text embeddings, then L2-normalised. ``fusion="sum_normalized"`` (default) L2-normalises each part
-  first, so ``<q, img + txt> = cos(q, img) + cos(q, txt)`` exactly; ``fusion="sum_raw"`` sums the raw projected
-  vectors as UniIR's ``CLIPScoreFusion.fuse_embeddings`` does (right for UniIR-trained weights).
+* image+text items are fused following UniIR's score-level-fusion CLIP_SF (arXiv 2311.17136; ``CLIPScoreFusion.
+  fuse_embeddings``): ``fusion="sum_raw"`` (default) sums the raw, unnormalised projected image and text vectors,
+  then the encoder L2-normalises the sum, exactly as the reference. ``fusion="sum_normalized"`` (omniret's
+  earlier default, kept as an option) L2-normalises each part first, so ``<q, img + txt> ∝ cos(q, img) +
+  cos(q, txt)`` whatever the parts' norms.
 * instructions: ignored unless ``use_instruction=True``, which prefixes the query text with
   ``"{instruction} "`` (UniIR's instruction-tuned variants; image-only queries then get the instruction text fused).
 """
@@ -32,7 +33,8 @@ MODEL_TYPES = {"clip": "clip", "siglip": "siglip"}
 
 @dataclass
 class DualRecipe:
-    fusion: str = "sum_normalized"
+    #: "sum_raw" (UniIR CLIP_SF, default) or "sum_normalized" (parts L2-normalised before the sum)
+    fusion: str = "sum_raw"
     use_instruction: bool = False
     #: "longest" (CLIP) or "max_length" (SigLIP: trained on fixed-length, unmasked text)
     text_padding: str = "longest"
@@ -113,7 +115,8 @@ class DualEncoder(Encoder):
         return out.pooler_output if hasattr(out, "pooler_output") else out
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Fused ``(B, D)`` embeddings: per item, the (normalised) sum of its text and image embeddings."""
+        """Fused ``(B, D)`` embeddings: per item, the sum of its text and image embeddings (parts normalised
+        first with ``fusion="sum_normalized"``)."""
         parts, rows = [], []
         if batch["text"] is not None:
             enc = batch["text"]

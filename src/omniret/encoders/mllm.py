@@ -55,6 +55,9 @@ class MLLMRecipe:
     pre_resize: bool = False
     #: use a document's own ``Item.instruction`` (MMEB target instructions); otherwise documents get none
     doc_instruction: bool = False
+    #: VLM2Vec: the newline(s) its MMEB eval code appends to query/target strings "to stay consistent with v1
+    #: eval" (only on Items read by :mod:`omniret.data.mmeb`, see ``families.qwen2vl.mmeb_eval_suffix``)
+    mmeb_newlines: bool = False
     #: ReMatch: learnable tokens appended to every input (0 = none)
     num_tokens: int = 0
     #: ReMatch: one token bank for queries and documents instead of one per side
@@ -91,9 +94,11 @@ def instruction_for(item: Item, is_query: bool, recipe: MLLMRecipe) -> str | Non
 
 # --------------------------------------------------------------------------------------------- images
 def qwen_fetch_resize(img: Image.Image, factor: int = 28, min_pixels: int = 4 * 28 * 28,
-                      max_pixels: int = 16384 * 28 * 28) -> Image.Image:
-    """``qwen_vl_utils.fetch_image``'s resize: both sides to multiples of ``factor`` within the pixel range,
-    aspect kept; PIL's default (bicubic) filter. GME's inference code applies it before the image processor."""
+                      max_pixels: int = 16384 * 28 * 28, max_ratio: int | None = 200) -> Image.Image:
+    """``qwen_vl_utils.fetch_image``'s resize as GME's ``gme_inference.py`` ships it (``smart_resize``): both
+    sides to multiples of ``factor`` within the pixel range, aspect kept; then the long side is capped at
+    ``max_ratio`` times the short one (``MAX_RATIO = 200``; ``None`` skips the cap); PIL's default (bicubic)
+    filter. GME's inference code applies it before the image processor."""
     w, h = img.size
     hb = max(factor, round(h / factor) * factor)
     wb = max(factor, round(w / factor) * factor)
@@ -103,6 +108,9 @@ def qwen_fetch_resize(img: Image.Image, factor: int = 28, min_pixels: int = 4 * 
     elif hb * wb < min_pixels:
         beta = math.sqrt(min_pixels / (h * w))
         hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
+    if max_ratio is not None and max(hb, wb) / min(hb, wb) > max_ratio:
+        # the reference only caps the long side (it does not re-check max_pixels afterwards)
+        hb, wb = (wb * max_ratio, wb) if hb > wb else (hb, hb * max_ratio)
     return img.resize((wb, hb))
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from omniret.data.mbeir import MBEIR_TASKS, target_modality  # noqa: F401  (the facts live with the reader)
+
 # ---------------------------------------------------------------------------------------------- M-BEIR
 #: UniIR dataset ids (the prefix of every qid/did, "<dataset_id>:<n>").
 MBEIR_DATASET_IDS: dict[str, int] = {
@@ -23,19 +25,6 @@ MBEIR_DATASET_IDS: dict[str, int] = {
     "mscoco": 9,
 }
 
-#: task id -> (query modality, candidate modality). Task 5 is defined by UniIR but not used.
-MBEIR_TASKS: dict[int, tuple[str, str]] = {
-    0: ("text", "image"),
-    1: ("text", "text"),
-    2: ("text", "image,text"),
-    3: ("image", "text"),
-    4: ("image", "image"),
-    5: ("image", "image,text"),
-    6: ("image,text", "text"),
-    7: ("image,text", "image"),
-    8: ("image,text", "image,text"),
-}
-
 #: The three tasks whose papers report Recall@10 instead of Recall@5.
 _HEADLINE_AT_10 = frozenset({"fashion200k_task0", "fashion200k_task3", "fashioniq_task7"})
 
@@ -45,14 +34,6 @@ MBEIR_KS: tuple[int, ...] = (1, 5, 10)
 def mbeir_headline_k(task_name: str) -> int:
     """The k a paper reports for ``<dataset>_task<k>``: 10 for Fashion200K and FashionIQ, else 5."""
     return 10 if task_name.lower() in _HEADLINE_AT_10 else 5
-
-
-def target_modality(task_id: int) -> str:
-    """The candidate modality a task asks for (what modality accuracy compares against)."""
-    try:
-        return MBEIR_TASKS[task_id][1]
-    except KeyError:
-        raise ValueError(f"unknown M-BEIR task id {task_id}; known: {sorted(MBEIR_TASKS)}") from None
 
 
 # ---------------------------------------------------------------------------------------------- MMEB v1

@@ -97,7 +97,7 @@ def evaluate_mmeb(
     img_root = Path(image_root) if image_root is not None else Path(root)
     per, skipped, t0 = [], 0, time.perf_counter()
     for name, fs in files.items():
-        rows, dropped = _filter_missing(read_eval(fs, img_root), name, skip_missing_images)
+        rows, dropped = _filter_missing(read_eval(fs, img_root, name), name, skip_missing_images)
         skipped += dropped
         if not rows:
             raise DataError(f"{name}: no evaluable rows")

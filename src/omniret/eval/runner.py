@@ -2,11 +2,12 @@
 
 For every task file ``query/<split>/mbeir_<dataset>_task<k>_<split>.jsonl``:
 
-1. queries get their task instruction from ``instructions/query_instructions.tsv``, keyed by
-   (dataset id of the qid, query modality, modality of the first positive candidate) — the first prompt
-   (``fixed``, default, reproducible) or a seeded uniform pick (``random``, UniIR's behaviour). The prompt
-   goes to ``Item.instruction`` so each encoder family applies its own template (UniIR's CLIP prepends
-   ``f"{prompt} {query_txt}"``); texts pass through UniIR's ``format_string``;
+1. queries get their task instruction from :class:`omniret.data.mbeir.QueryInstructions` (the same lookup
+   training and mining use): keyed by (dataset id of the qid, query modality, modality of the first positive
+   candidate), the first prompt (``fixed``, default, reproducible) or a per-query seeded uniform pick
+   (``random``, UniIR's behaviour). The prompt goes to ``Item.instruction`` so each encoder family applies
+   its own template (UniIR's CLIP prepends ``f"{prompt} {query_txt}"``); texts pass through UniIR's
+   ``format_string`` (:meth:`omniret.data.mbeir.MBeirRecord.to_item`);
 2. candidates are encoded without instruction (cached on disk per (model, pool file));
 3. exact inner-product search over the ``local`` pool (the task's own file) and/or the ``global`` pool
    (the split's union file, every task's queries against all modalities);
@@ -17,39 +18,36 @@ For every task file ``query/<split>/mbeir_<dataset>_task<k>_<split>.jsonl``:
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from omniret.data.mbeir import (
-    INSTRUCTIONS_RELPATH,
+    INSTRUCTION_MODES,
     MBeirRecord,
     MBeirTask,
-    Qrels,
+    QueryInstructions,
     discover_tasks,
-    format_string,
     global_pool_file,
     missing_images,
-    read_instructions,
     read_pool,
-    read_qrels,
     read_queries,
+    target_modality,
 )
+from omniret.data.qrels import Qrels, read_qrels
 from omniret.encoders.base import Encoder
 from omniret.errors import DataError
-from omniret.eval.benchmarks import MBEIR_KS, mbeir_headline_k, target_modality
+from omniret.eval.benchmarks import MBEIR_KS, mbeir_headline_k
 from omniret.eval.cache import cached_embeddings, default_cache_dir
 from omniret.eval.metrics import hit_at_k, modality_accuracy_at_k
 from omniret.eval.trec import write_trec
 from omniret.index.exact import topk_inner_product
 
 POOLS = ("local", "global")
-INSTRUCTION_MODES = ("fixed", "random", "none")
 
 
 @dataclass
@@ -144,20 +142,6 @@ class _Run:
         return self.pools[file]
 
 
-def _instruction(
-    q: MBeirRecord, task: MBeirTask, prompts: dict | None, tsv: Path, run: _Run, rng: random.Random
-) -> str | None:
-    if prompts is None:
-        return None
-    cand_mod = run.modality_of.get(q.pos[0]) if q.pos else None
-    key = (q.dataset_id, q.modality, cand_mod or target_modality(task.task_id))
-    options = prompts.get(key)
-    if not options:
-        raise DataError(f"{tsv}: no instruction for dataset_id {key[0]}, {key[1]} -> {key[2]} (query {q.id})")
-    choice = options[0] if run.opts.instruction_mode == "fixed" else rng.choice(options)
-    return format_string(choice)
-
-
 def _score_task(
     name: str, tid: int, pool_kind: str, qids: list[str], rows: list[int], idx: np.ndarray, pool: _Pool, qrels: Qrels
 ) -> dict[str, Any]:
@@ -184,7 +168,7 @@ def _score_task(
     return entry
 
 
-def _eval_task(task: MBeirTask, run: _Run, prompts: dict | None, tsv: Path, out: Path | None) -> list[dict]:
+def _eval_task(task: MBeirTask, run: _Run, instructions: QueryInstructions, out: Path | None) -> list[dict]:
     opts = run.opts
     pools = {
         "local": lambda: task.local_pool_file or _no_local(task),
@@ -196,8 +180,9 @@ def _eval_task(task: MBeirTask, run: _Run, prompts: dict | None, tsv: Path, out:
     unjudged = [q.id for q in queries if q.id not in qrels.task_of]
     if unjudged:
         raise DataError(f"{task.qrels_file}: query {unjudged[0]!r} from {task.query_file.name} has no qrels line")
-    rng = random.Random(f"{opts.seed}:{task.name}")  # same prompts for every pool and every run
-    items = [q.to_item(run.root, _instruction(q, task, prompts, tsv, run, rng)) for q in queries]
+    # a query without task_id takes the task of its file for the instruction key
+    queries = [q if q.task_id is not None else replace(q, task_id=task.task_id) for q in queries]
+    items = [q.to_item(run.root, instructions(q, run.modality_of.get(q.pos[0]) if q.pos else None)) for q in queries]
     t0 = time.perf_counter()
     q_emb = run.encoder.encode_queries(items, batch_size=opts.batch_size, progress=opts.progress)
     run.encode_s += time.perf_counter() - t0
@@ -251,14 +236,11 @@ def evaluate_mbeir(
     opts.validate()
     root = Path(root)
     tasks = discover_tasks(root, opts.split, opts.tasks)
-    tsv = root / INSTRUCTIONS_RELPATH
-    if opts.instruction_mode != "none" and not tsv.is_file():
-        raise DataError(f"{tsv}: no instructions file; add one (UniIR's TSV format) or pass --instruction-mode none")
-    prompts = read_instructions(tsv) if opts.instruction_mode != "none" else None
+    instructions = QueryInstructions(root, opts.instruction_mode, opts.seed)
     run = _Run(root, encoder, opts)
     out_dir = Path(out) if out is not None else None
     t0 = time.perf_counter()
-    entries = [e for task in tasks for e in _eval_task(task, run, prompts, tsv, out_dir)]
+    entries = [e for task in tasks for e in _eval_task(task, run, instructions, out_dir)]
     entries.sort(key=lambda e: (POOLS.index(e["pool"]), e["name"]))
     return {
         "benchmark": "mbeir",

@@ -83,7 +83,8 @@ class DataConfig:
     sources: list[SourceConfig] = field(default_factory=list)
     #: "mixed": every example draws its source by weight; "homogeneous": one (source, task) per batch
     batching: str = "mixed"
-    #: how to pick among several instruction prompts of a task: "first" or "random" (UniIR draws at random)
+    #: M-BEIR task instructions (:class:`omniret.data.mbeir.QueryInstructions`): "first" prompt, "random"
+    #: (UniIR draws at random; seeded per query) or "none"
     instruction_choice: str = "first"
 
 
@@ -208,8 +209,8 @@ def _check_stage(st: ResolvedStage) -> None:
         raise ConfigError(f"{where}: optim.precision must be fp32 or bf16, got {o.precision!r}")
     if d.batching not in ("mixed", "homogeneous"):
         raise ConfigError(f"{where}: data.batching must be mixed or homogeneous, got {d.batching!r}")
-    if d.instruction_choice not in ("first", "random"):
-        raise ConfigError(f"{where}: data.instruction_choice must be first or random, got {d.instruction_choice!r}")
+    if d.instruction_choice not in ("first", "random", "none"):
+        raise ConfigError(f"{where}: data.instruction_choice must be first, random or none, got {d.instruction_choice!r}")
     if not d.sources:
         raise ConfigError(f"{where}: data.sources is empty")
     for i, s in enumerate(d.sources):

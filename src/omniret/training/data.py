@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from omniret.data import beir, mbeir, mmeb
-from omniret.data.jsonl import iter_jsonl
+from omniret.data.qrels import read_qrels
 from omniret.errors import DataError
 from omniret.training.config import DataConfig, SourceConfig
 from omniret.types import Item
@@ -59,18 +59,15 @@ def _task_name(f: Path) -> str:
     return f"{parsed[0]}_task{parsed[1]}" if parsed else f.stem
 
 
-def mbeir_examples(cfg: SourceConfig, instruction_choice: str = "first", seed: int = 0) -> dict[str, list[Example]]:
-    """``{task: examples}`` from an M-BEIR root: queries (+ ``neg_cand_list``) resolved against the pool.
-
-    Instructions come from ``instructions/query_instructions.tsv`` keyed by (dataset id, query modality,
-    positive's modality); ``instruction_choice="random"`` draws one of the prompts per query (seeded).
-    """
+def mbeir_examples(cfg: SourceConfig, instruction_mode: str = "fixed", seed: int = 0) -> dict[str, list[Example]]:
+    """``{task: examples}`` from an M-BEIR root: queries, their positives and ``neg_cand_list`` resolved
+    against the pool, every Item built by :meth:`~omniret.data.mbeir.MBeirRecord.to_item` and every query
+    instruction by :class:`~omniret.data.mbeir.QueryInstructions` (``instruction_mode``: fixed, random, none)
+    — exactly as evaluation and mining build them."""
     root = Path(cfg.path)
     pool_file = Path(cfg.pool) if cfg.pool else mbeir.global_pool_file(root, cfg.split)
     pool = {r.id: r for r in mbeir.read_pool(pool_file)}
-    inst_file = root / mbeir.INSTRUCTIONS_RELPATH
-    prompts = mbeir.read_instructions(inst_file) if inst_file.is_file() else {}
-    rng = np.random.default_rng(seed)
+    instructions = mbeir.QueryInstructions(root, instruction_mode, seed)
     items: dict[str, Item] = {}
 
     def cand(did: str, where: str) -> Item:
@@ -82,20 +79,14 @@ def mbeir_examples(cfg: SourceConfig, instruction_choice: str = "first", seed: i
 
     out: dict[str, list[Example]] = {}
     for task, qfile in _mbeir_query_files(cfg):
-        recs = mbeir.read_queries(qfile)
-        raws = [obj for _, obj in iter_jsonl(qfile)]
         exs = []
-        for rec, raw in zip(recs, raws, strict=True):
+        for rec in mbeir.read_queries(qfile):
             where = f"{qfile} qid {rec.id}"
             if not rec.pos:
                 raise DataError(f"{where}: pos_cand_list is empty (a training query needs a positive)")
             pos = [cand(d, where) for d in rec.pos]
-            negs = [cand(d, where) for d in raw.get("neg_cand_list") or []]
-            options = prompts.get((rec.dataset_id, rec.modality, pool[rec.pos[0]].modality), [])
-            inst = None
-            if options:
-                inst = options[0] if instruction_choice == "first" else options[int(rng.integers(len(options)))]
-            exs.append(Example(rec.to_item(root, inst), pos, negs))
+            negs = [cand(d, where) for d in rec.neg]
+            exs.append(Example(rec.to_item(root, instructions(rec, pool[rec.pos[0]].modality)), pos, negs))
         out[task] = exs[: cfg.max_examples] if cfg.max_examples else exs
     return out
 
@@ -107,7 +98,8 @@ def pairs_examples(cfg: SourceConfig) -> dict[str, list[Example]]:
     corpus = beir.read_corpus(root / "corpus.jsonl")
     queries = beir.read_queries(root / "queries.jsonl")
     qrels_file = root / "qrels" / f"{cfg.split}.tsv"
-    graded = _graded_qrels(qrels_file)
+    # all judgements: grade-0 documents are the hard negatives
+    graded = read_qrels(qrels_file, keep_nonrelevant=True).rel
     exs = []
     for qid, docs in graded.items():
         if qid not in queries:
@@ -120,24 +112,6 @@ def pairs_examples(cfg: SourceConfig) -> dict[str, list[Example]]:
         if pos:
             exs.append(Example(Item(queries[qid], id=qid, instruction=cfg.instruction), pos, neg))
     return {Path(cfg.path).name: exs[: cfg.max_examples] if cfg.max_examples else exs}
-
-
-def _graded_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """All judgements including grade 0 (BEIR's reader keeps only positives; negatives matter here)."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such qrels file")
-    out: dict[str, dict[str, int]] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split("\t")
-        if n == 1 and not parts[-1].strip().lstrip("-").isdigit():
-            continue  # header
-        if len(parts) < 3:
-            raise DataError(f"{path}:{n}: expected query-id, corpus-id, score")
-        try:
-            out.setdefault(parts[0], {})[parts[1]] = int(parts[2])
-        except ValueError:
-            raise DataError(f"{path}:{n}: score must be an integer, got {parts[2]!r}") from None
-    return out
 
 
 def mmeb_examples(cfg: SourceConfig) -> dict[str, list[Example]]:
@@ -157,6 +131,11 @@ def mmeb_examples(cfg: SourceConfig) -> dict[str, list[Example]]:
     return out
 
 
+def instruction_mode(cfg: DataConfig) -> str:
+    """The :class:`~omniret.data.mbeir.QueryInstructions` mode of ``data.instruction_choice`` ("first" = "fixed")."""
+    return "fixed" if cfg.instruction_choice == "first" else cfg.instruction_choice
+
+
 def load_sources(cfg: DataConfig, seed: int = 0) -> list[Source]:
     """Read every configured source (errors name the file and record)."""
     out = []
@@ -164,7 +143,7 @@ def load_sources(cfg: DataConfig, seed: int = 0) -> list[Source]:
         if not os.path.exists(s.path):
             raise DataError(f"data.sources[{i}].path: {s.path} does not exist")
         if s.kind == "mbeir":
-            tasks = mbeir_examples(s, cfg.instruction_choice, seed)
+            tasks = mbeir_examples(s, instruction_mode(cfg), seed)
         elif s.kind == "pairs":
             tasks = pairs_examples(s)
         else:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from omniret.data import mbeir
-from omniret.data.jsonl import iter_jsonl, write_jsonl
+from omniret.data.jsonl import write_jsonl
 from omniret.encoders.base import Encoder
 from omniret.errors import DataError, OmniretError
 from omniret.index.exact import topk_inner_product
@@ -106,32 +106,31 @@ def _query_files(src: SourceConfig) -> list[Path]:
 
 
 def mine_source(encoder: Encoder, src: SourceConfig, out: str | os.PathLike, cfg: MineConfig,
-                batch_size: int = 32) -> dict[str, Any]:
+                batch_size: int = 32, instruction_mode: str = "fixed", seed: int = 0) -> dict[str, Any]:
     """Mine every query file of an M-BEIR source into directory ``out`` (same file names).
 
-    Queries are encoded with their task instruction (the instruction is what should steer the modality);
-    the pool (``src.pool`` or the split's global pool) without one. Returns counts for the report.
+    Queries are encoded with their task instruction (the instruction is what should steer the modality),
+    looked up by :class:`~omniret.data.mbeir.QueryInstructions` exactly as training and evaluation do; the
+    pool (``src.pool`` or the split's global pool) without one. Items come from
+    :meth:`~omniret.data.mbeir.MBeirRecord.to_item`. Returns counts for the report.
     """
     root = Path(src.path)
     pool_file = Path(src.pool) if src.pool else mbeir.global_pool_file(root, src.split)
     pool = mbeir.read_pool(pool_file)
     if len(pool) <= cfg.min_rank:
         raise OmniretError(f"{pool_file}: {len(pool)} candidates, fewer than mine.min_rank={cfg.min_rank}")
+    instructions = mbeir.QueryInstructions(root, instruction_mode, seed)
     pool_emb = encoder.encode_documents([r.to_item(root) for r in pool], batch_size=batch_size)
-    inst_file = root / mbeir.INSTRUCTIONS_RELPATH
-    prompts = mbeir.read_instructions(inst_file) if inst_file.is_file() else {}
     modality = {r.id: r.modality for r in pool}
     out_dir = Path(out)
     stats = {"queries": 0, "with_c1": 0, "with_c2": 0, "fallback": 0, "negatives_wrong_modality": 0}
     for qfile in _query_files(src):
-        recs = mbeir.read_queries(qfile)
-        rows = [obj for _, obj in iter_jsonl(qfile)]
+        read = list(mbeir.iter_queries(qfile))
+        rows, recs = [obj for _, obj, _ in read], [rec for _, _, rec in read]
         for r in recs:
             if not r.pos or r.pos[0] not in modality:
                 raise DataError(f"{qfile}: query {r.id!r} has no positive in the pool {pool_file}")
-        items = [
-            r.to_item(root, (prompts.get((r.dataset_id, r.modality, modality[r.pos[0]])) or [None])[0]) for r in recs
-        ]
+        items = [r.to_item(root, instructions(r, modality[r.pos[0]])) for r in recs]
         q_emb = encoder.encode_queries(items, batch_size=batch_size)
         mined = mine(q_emb, pool_emb, [r.id for r in pool], [r.modality for r in pool], [list(r.pos) for r in recs], cfg)
         for row, rec, m in zip(rows, recs, mined, strict=True):

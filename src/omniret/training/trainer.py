@@ -30,7 +30,7 @@ from omniret.errors import OmniretError
 from omniret.losses import InfoNCE
 from omniret.training import checkpoint as ckpt
 from omniret.training.config import ResolvedStage, TrainConfig, save_config
-from omniret.training.data import Batch, MixtureSampler, load_sources
+from omniret.training.data import Batch, MixtureSampler, instruction_mode, load_sources
 from omniret.training.distributed import all_reduce_mean, average_gradients, barrier, init_from_env, is_main
 from omniret.training.gradcache import chunked, grad_cache_step
 from omniret.training.lora import apply_policy
@@ -215,7 +215,8 @@ class Trainer:
                 sources.append(s)
                 continue
             out = sdir / "mined" / f"source{i}"
-            key = {"model": str(Path(model_path).resolve()), "mine": dataclasses.asdict(m), "source": dataclasses.asdict(s)}
+            key = {"model": str(Path(model_path).resolve()), "mine": dataclasses.asdict(m), "source": dataclasses.asdict(s),
+                   "instructions": instruction_mode(st.data)}
             key["mine"].pop("model")
             if is_main() and (src := self._same_mining(out, key)) is not None:
                 self.log(f"stage {st.name}: reusing hard negatives mined in {src}")
@@ -224,7 +225,8 @@ class Trainer:
                 if encoder is None:
                     encoder = load_encoder(model_path, device=self.cfg.device)
                 if is_main():
-                    stats = mine_source(encoder, s, out, m)
+                    # queries carry the instruction training gives them (same lookup, mode and seed)
+                    stats = mine_source(encoder, s, out, m, instruction_mode=instruction_mode(st.data), seed=self.cfg.seed)
                     (out / "key.json").write_text(json.dumps(key) + "\n")
                     (out / DONE).write_text(json.dumps(stats) + "\n")
                     self.log(f"stage {st.name}: mined {out} {json.dumps(stats)}")
