@@ -3,9 +3,10 @@ faiss's own index of the same kind (the very structure, searched raw) and with e
 
     python benchmarks/bench_ann.py [--n 1000000] [--dim 384] [--queries 1000] [--threads 1] [--out ann.json]
 
-Data: clustered synthetic vectors (``--centres`` Gaussian clusters, noise ``--noise``, L2-normalised) —
-embedding-like neighbourhood structure without encoding a million real documents on a shared CPU; queries
-are drawn from the same mixture. Ground truth is exact inner-product top-10 (faiss ``IndexFlatIP``).
+Data: synthetic, embedding-like vectors — a Gaussian mixture (``--centres`` clusters, ``--noise``) in a
+``--latent``-dimensional space, lifted linearly to ``--dim`` with a little isotropic noise, L2-normalised
+(text embeddings have a low intrinsic dimension; a million real documents cannot be encoded on a shared CPU);
+queries are drawn from the same distribution. Ground truth is exact inner-product top-10 (faiss ``IndexFlatIP``).
 
 Rows: exact (omniret flat vs ``faiss.IndexFlatIP``), then per ANN kind one row per search setting for
 omniret (``FlatIndex.search_rows``: shortlist + exact rerank for quantised kinds) and for the raw faiss index.
@@ -26,14 +27,18 @@ def _pin_threads(n: int) -> None:
         os.environ[var] = str(n)
 
 
-def clustered(rng, n: int, centres, noise: float):
+def clustered(rng, n: int, centres, noise: float, lift, lift_noise: float):
+    """``n`` unit vectors: a Gaussian mixture in the latent space of ``centres`` ``(C, L)``, lifted to
+    ``(n, D)`` by ``lift`` ``(L, D)`` plus isotropic noise ``lift_noise`` (embedding-like: low intrinsic
+    dimension L inside D)."""
     import numpy as np
 
-    out = np.empty((n, centres.shape[1]), np.float32)
+    out = np.empty((n, lift.shape[1]), np.float32)
     for s in range(0, n, 100_000):  # in blocks: bounded temporary memory at 1M x 384
         m = min(100_000, n - s)
-        out[s : s + m] = centres[rng.integers(0, len(centres), m)]
-        out[s : s + m] += noise * rng.standard_normal((m, centres.shape[1]), dtype=np.float32)
+        z = centres[rng.integers(0, len(centres), m)]
+        z += noise * rng.standard_normal(z.shape, dtype=np.float32)
+        out[s : s + m] = z @ lift + lift_noise * rng.standard_normal((m, lift.shape[1]), dtype=np.float32)
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out
 
@@ -58,7 +63,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--exact-queries", type=int, default=200, help="queries timed for exact QPS")
     ap.add_argument("--centres", type=int, default=2000)
-    ap.add_argument("--noise", type=float, default=1.0, help="per-dimension noise (centres have unit-variance dims)")
+    ap.add_argument("--latent", type=int, default=32, help="intrinsic dimension of the data")
+    ap.add_argument("--noise", type=float, default=0.5, help="latent per-dimension noise around a centre (centres: N(0, 1))")
+    ap.add_argument("--lift-noise", type=float, default=0.02, help="per-dimension noise after lifting to --dim")
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=40)
     ap.add_argument("--ef", type=int, nargs="+", default=[16, 32, 64, 128])
@@ -80,9 +87,10 @@ def main() -> None:
 
     faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    centres = rng.standard_normal((args.centres, args.dim), dtype=np.float32)
-    docs = clustered(rng, args.n, centres, args.noise)
-    qs = clustered(rng, args.queries, centres, args.noise)
+    centres = rng.standard_normal((args.centres, args.latent), dtype=np.float32)
+    lift = rng.standard_normal((args.latent, args.dim), dtype=np.float32) / np.sqrt(args.latent)
+    docs = clustered(rng, args.n, centres, args.noise, lift, args.lift_noise)
+    qs = clustered(rng, args.queries, centres, args.noise, lift, args.lift_noise)
     rows_out: list[dict] = []
 
     def row(system: str, kind: str, setting: str, rec: float, qps: float, mem: int, build: float | None) -> None:

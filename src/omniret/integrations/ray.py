@@ -7,8 +7,9 @@ Pipeline (Ray Data, streaming): ``from_items`` (one row per document: id, text p
 position) -> ``map_batches(decode)`` on CPU tasks (images read, EXIF-rotated, size-capped and converted to
 RGB pixels by :func:`omniret.images.load_image`) -> ``map_batches(EncodeActor)`` on ``workers`` actors, each
 loading the encoder once (``num_gpus=gpus_per_worker``) -> the driver gathers rows by shard and writes each
-shard as soon as it is whole. (When the two steps ask for the same resources, Ray Data fuses them into one
-operator: the decode function then runs in the actor's worker process, before the batch reaches the model.) Shards are fixed slices of the item list, so a job that is killed resumes by
+shard as soon as it is whole. Without GPUs the decode step asks for the actor's CPUs, so Ray Data fuses the
+two into one operator (decode runs in the actor's process, before the batch reaches the model): separate decode
+tasks could never be scheduled while the actors hold every CPU of a small machine. Shards are fixed slices of the item list, so a job that is killed resumes by
 skipping the shards already listed in ``shards.json`` (same items and encoder, checked by a key).
 
 Needs the ``ray`` extra (``ray[data]``); the vectors equal local encoding (tested to 1e-5).
@@ -147,7 +148,10 @@ def encode_with_ray(
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         rows = _rows(items, shard_size, set(range(n_shards)) - set(todo))
-        ds = ray.data.from_items(rows).map_batches(decode, batch_size=batch_size)
+        # CPU-only, decode asks for what an actor holds, so Ray Data fuses it into the actor (a separate task
+        # stage would wait forever for CPUs that the actors keep); with GPUs it runs as separate CPU tasks
+        decode_cpus = cpus_per_worker if not gpus_per_worker else 1
+        ds = ray.data.from_items(rows).map_batches(decode, batch_size=batch_size, num_cpus=decode_cpus)
         ds = ds.map_batches(
             EncodeActor,
             fn_constructor_args=(ref, side, batch_size, max(1, int(cpus_per_worker))),
