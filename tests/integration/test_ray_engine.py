@@ -20,6 +20,23 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
+def _reap_ray_workers(sids: set[int]) -> None:
+    """SIGKILL Ray worker processes of these sessions (ours, the killed job's) that outlive ``ray.shutdown()``:
+    an actor process can linger for minutes, holding a model in memory, after its raylet is gone."""
+    time.sleep(1)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[3]) in sids and cmd.startswith(b"ray::") and int(stat.parent.name) != os.getpid():
+            try:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def _corpus(root: Path, n_text: int) -> Path:
     from tiny_models import random_image
 
@@ -75,6 +92,7 @@ def test_ray_vectors_equal_local_and_killed_job_resumes(tmp_path):
         encode_with_ray(items, enc, out, shard_size=3, batch_size=3, workers=1)
     finally:
         ray.shutdown()
+        _reap_ray_workers({os.getsid(0), job.pid})
     state = read_state(out)
     assert state["complete"] and len(state["shards"]) == 15 and state["manifest"]["count"] == 43
     for i, mtime in kept.items():  # finished shards were kept, not recomputed
@@ -113,6 +131,7 @@ def test_cli_engine_ray_index_and_eval_equal_local(tmp_path, monkeypatch, capsys
             results[engine] = json.loads((o / "results.json").read_text())["tasks"]
     finally:
         ray.shutdown()
+        _reap_ray_workers({os.getsid(0)})
     keys = ("name", "pool", "recall@1", "recall@5", "recall@10", "modality_accuracy@1")
     assert [[e[k] for k in keys] for e in results["ray"]] == [[e[k] for k in keys] for e in results["local"]]
     assert not any((tmp_path / "cache" / "ray-shards").iterdir())  # shards dropped once the index has them
