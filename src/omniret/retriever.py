@@ -124,17 +124,20 @@ class Retriever:
         encoder: Encoder | str | None = None,
         kind: str | None = None,
         backend: str | None = None,
+        **options: Any,
     ) -> Retriever:
         """Open ``location`` if it holds an index (switching its ``kind`` if given), else create one of
-        ``backend`` (default ``local``)."""
+        ``backend`` (default ``local``) with index parameters ``options``."""
         if index_exists(location, backend):
+            if options:
+                raise OmniretError(f"{location}: index parameters {sorted(options)} apply to a new index only")
             r = cls.open(location, encoder)
             if backend is not None and r.index.backend != backend:
                 raise OmniretError(f"{location}: holds a {r.index.backend} index, not {backend}")
             if kind is not None:
                 r.index.set_kind(kind)
             return r
-        return cls.create(location, encoder or "default", kind=kind, backend=backend or "local")
+        return cls.create(location, encoder or "default", kind=kind, backend=backend or "local", **options)
 
     # ------------------------------------------------------------------ indexing
     def index_corpus(

@@ -77,3 +77,18 @@ def test_same_topk_in_every_backend_and_export_import(corpus, tmp_path, monkeypa
     assert code == 1 and "needs --url" in err
     code, out, err = run(monkeypatch, capsys, "index", str(corpus), "-i", "x", "--backend", "milvus")
     assert code == 1 and "--backend must be one of local, pgvector, qdrant" in err
+
+
+def test_cli_quantised_local_index(corpus, tmp_path, monkeypatch, capsys):
+    ix = str(tmp_path / "q")
+    code, out, err = run(monkeypatch, capsys, "index", str(corpus), "-i", ix, "--kind", "hnsw", "--storage", "int8", "-q")
+    assert code == 0 and "[hnsw," in out, err
+    code, out, err = run(monkeypatch, capsys, "info", "-i", ix, "--json")
+    assert json.loads(out)["hnsw"]["storage"] == "int8"
+    code, out, err = run(monkeypatch, capsys, "index", str(corpus), "-i", ix, "--storage", "fp16", "-q")
+    assert code == 1 and "apply to a new index only" in err
+    code, out, err = run(monkeypatch, capsys, "index", str(corpus), "-i", ix, "--kind", "ivfpq", "-q")
+    assert code == 0 and "[ivfpq," in out and "unchanged 4" in out, err
+    assert _search(monkeypatch, capsys, ix)[0][0] == "tea.txt"
+    code, out, err = run(monkeypatch, capsys, "index", str(corpus), "-i", ix, "--kind", "lsh")
+    assert code == 1 and "--kind must be one of flat, hnsw, ivfpq" in err

@@ -56,7 +56,10 @@ def index_cmd(
     url: str | None = URL_OPT,
     model: str | None = typer.Option(None, "--model", "-m", help="Encoder name or directory [new index: default]."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Documents per encoder batch."),
-    kind: str | None = typer.Option(None, "--kind", help="flat (exact) or hnsw [new index: flat]."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="flat (exact), hnsw or ivfpq (local only) [new index: the backend's default]."
+    ),
+    storage: str | None = typer.Option(None, "--storage", help="New local ANN index: fp32, fp16 or int8 vectors."),
     exclude: list[str] | None = typer.Option(
         None, "--exclude", "-x", help="Glob of files to skip, on relative path or name (repeatable)."
     ),
@@ -67,17 +70,18 @@ def index_cmd(
     gpus_per_worker: float = typer.Option(0, "--gpus-per-worker", min=0, help="Ray: GPUs per actor."),
 ) -> None:
     """Index PATH into --index DIR; when DIR exists only new or changed documents are encoded."""
+    from omniret.index import KINDS
     from omniret.retriever import Retriever
 
     if not path.exists():
         raise OmniretError(f"{path}: no such folder or file")
-    if kind is not None and kind not in ("flat", "hnsw"):
-        raise OmniretError(f"--kind must be flat or hnsw, got {kind!r}")
+    if kind is not None and kind not in KINDS:
+        raise OmniretError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
     location = resolve_location(index, backend, url)
     runner = encode_engine(engine, address, workers, gpus_per_worker)
     t0 = time.perf_counter()
     quiet_model_loading()
-    r = Retriever.open_or_create(location, model, kind, backend)
+    r = Retriever.open_or_create(location, model, kind, backend, **({"storage": storage} if storage else {}))
     show = not quiet and sys.stdout.isatty()
     report = r.index_corpus(path, batch_size=batch_size, progress=show, exclude=exclude or (), engine=runner)
     dt = time.perf_counter() - t0
