@@ -33,9 +33,29 @@ def _describe(source: object) -> str:
     return f"<{type(source).__name__}>"
 
 
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit (``I;16*``), 32-bit integer (``I``) or float (``F``) image scaled to 8-bit ``L``.
+
+    PIL's own ``convert`` clips such values at 255, turning a 16-bit photo pure white; here 16-bit data is
+    divided by 257 (65535 -> 255), and float data in ``[0, 1]`` is multiplied by 255 (else clipped).
+    """
+    import numpy as np
+
+    a = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        finite = a[np.isfinite(a)]
+        top = float(finite.max()) if finite.size else 0.0
+        a = np.nan_to_num(a, nan=0.0, posinf=top, neginf=0.0) * (255.0 if top <= 1.0 else 1.0)
+    elif img.mode.startswith("I;16") or a.max(initial=0) > 255:
+        a = a / 257.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Apply EXIF orientation and flatten any transparency onto white; returns mode ``RGB``."""
     img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _to_8bit(img)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -55,13 +75,15 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, max_pixels: int 
             raise ImageError(f"{name}: {source.width}x{source.height} exceeds the pixel cap of {cap}")
         return to_rgb(source)
     if isinstance(source, (str, os.PathLike)):
+        from omniret.io import MAX_IMAGE_BYTES, read_capped
+
         path = Path(source)
-        if not path.is_file():
+        if not path.exists():
             raise ImageError(f"{name}: no such image file")
         try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise ImageError(f"{name}: cannot read ({e.strerror or e})") from e
+            data = read_capped(path, MAX_IMAGE_BYTES)  # never blocks on a FIFO, never reads a device
+        except OmniretError as e:
+            raise ImageError(str(e)) from None
     elif isinstance(source, bytes):
         data = source
     else:

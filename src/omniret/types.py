@@ -157,7 +157,8 @@ class Item:
 @dataclass
 class Hit:
     """One search result. ``txt`` / ``img_path`` (the first image) / ``img_paths`` (every image, in order)
-    describe the stored document for display."""
+    describe the stored document for display; ``score`` is the retrieval score, ``rerank_score`` the
+    reranker's (``None`` when the hit was not reranked)."""
 
     id: str
     score: float
@@ -165,12 +166,14 @@ class Hit:
     txt: str | None = None
     img_path: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    rerank_score: float | None = None
     img_paths: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "score": float(self.score),
+            "rerank_score": None if self.rerank_score is None else float(self.rerank_score),
             "modality": self.modality,
             "txt": self.txt,
             "img_path": self.img_path,
@@ -180,13 +183,20 @@ class Hit:
 
 
 def as_items(xs: Iterable[Item | str]) -> list[Item]:
-    """Accept plain strings wherever items are expected (a str becomes a text Item)."""
+    """Accept plain strings wherever items are expected (a str becomes a text Item).
+
+    ``xs`` must be a sequence: a lone ``str`` or ``Item`` is refused rather than read as its characters.
+    """
+    from omniret.errors import DataError
+
+    if isinstance(xs, (str, bytes, Item)) or not isinstance(xs, Iterable):
+        raise DataError(f"expected a list of Items or strings, got a single {type(xs).__name__}; wrap it in a list")
     out = []
-    for x in xs:
+    for i, x in enumerate(xs):
         if isinstance(x, Item):
             out.append(x)
         elif isinstance(x, str):
             out.append(Item(x))
         else:
-            raise TypeError(f"expected Item or str, got {type(x).__name__}")
+            raise DataError(f"item {i}: expected Item or str, got {type(x).__name__}")
     return out

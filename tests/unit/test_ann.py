@@ -8,7 +8,8 @@ import pytest
 
 from omniret.errors import OmniretError
 from omniret.index import FlatIndex, Record
-from omniret.index.ann import ANNParams, rescore
+from omniret.index.ann import ANNParams
+from omniret.index.flat import rescore
 from omniret.types import MODALITIES
 
 DIM = 32
@@ -72,7 +73,7 @@ def test_quantised_structures_are_smaller():
 def test_rescore_and_params_validation():
     q = np.eye(3, dtype=np.float32)
     vec = np.array([[0.1, 0, 0], [0.9, 0, 0], [0, 0.5, 0]], np.float32)
-    s, r = rescore(q[:1], vec, np.array([[0, 1, -1]]), 3)
+    s, r = rescore(q[:1], vec, np.array([[0, 1, -1]]))
     np.testing.assert_array_equal(r, [[1, 0, -1]])
     np.testing.assert_allclose(s[0, :2], [0.9, 0.1])
     with pytest.raises(OmniretError, match="storage must be one of fp32, fp16, int8"):

@@ -10,7 +10,7 @@ import pytest
 
 from omniret.errors import DataError, IndexMismatchError, OmniretError
 from omniret.index import FlatIndex, Manifest, Record
-from omniret.index import flat as flat_mod
+from omniret.index import storage as storage_mod
 from omniret.types import MODALITIES
 
 DIM = 16
@@ -161,12 +161,13 @@ def test_atomic_save_survives_crash(tmp_path, monkeypatch):
             f.write(data[: len(data) // 2])
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(flat_mod, "write_file", crash)
+    monkeypatch.setattr(storage_mod, "write_durable", crash)
     with pytest.raises(KeyboardInterrupt):
         ix.save()
     # simulate a hard kill too: a stray partial generation the cleanup never saw
     stray = path / "gen-000001-deadbeef"
     stray.mkdir()
+    (stray / ".omniret-generation").write_text(Manifest.read(path).index_id)  # its owner marker comes first
     (stray / "vectors.npy").write_bytes(b"garbage")
     monkeypatch.undo()
     reopened = FlatIndex.open(path)
@@ -202,6 +203,11 @@ def test_corrupt_generation_is_a_clear_error(tmp_path):
     gen = tmp_path / "ix" / ix.manifest.generation
     lines = (gen / "records.jsonl").read_text().splitlines()
     (gen / "records.jsonl").write_text("\n".join(lines[:2] + ["{oops"] + lines[3:]) + "\n")
+    with pytest.raises(DataError, match=r"records.jsonl: checksum mismatch"):
+        FlatIndex.open(tmp_path / "ix")
+    # an index written before checksums existed still gets its records parsed line by line
+    mpath = tmp_path / "ix" / "manifest.json"
+    mpath.write_text(json.dumps({**json.loads(mpath.read_text()), "checksums": {}}))
     with pytest.raises(DataError, match=r"records.jsonl:3: malformed record"):
         FlatIndex.open(tmp_path / "ix")
     assert os.path.isfile(tmp_path / "ix" / "manifest.json")

@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from omniret.errors import OmniretError
+from omniret.errors import DataError, OmniretError
 from omniret.images import ImageError, is_image_path, load_image, to_rgb
 from omniret.types import Hit, ImagePart, Item, as_items
 
@@ -69,11 +69,11 @@ def test_file_fingerprint_changes_when_file_changes(tmp_path):
 def test_as_items_and_hit_dict():
     items = as_items(["q", Item("d")])
     assert [i.text for i in items] == ["q", "d"]
-    with pytest.raises(TypeError):
+    with pytest.raises(DataError, match="item 0: expected Item or str, got int"):
         as_items([1])  # type: ignore[list-item]
     h = Hit(id="x", score=0.5, modality="text", txt="t")
-    assert h.to_dict() == {"id": "x", "score": 0.5, "modality": "text", "txt": "t", "img_path": None, "img_paths": [],
-                           "metadata": {}}
+    assert h.to_dict() == {"id": "x", "score": 0.5, "rerank_score": None, "modality": "text", "txt": "t",
+                           "img_path": None, "img_paths": [], "metadata": {}}
 
 
 # ----------------------------------------------------------------------------------------- images

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from omniret.errors import DataError
+from omniret.io import atomic_open
 
 
 def _open(path: str | os.PathLike) -> Path:
@@ -18,20 +19,36 @@ def _open(path: str | os.PathLike) -> Path:
     return p
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for every non-blank line; a line that is not a JSON object raises
-    :class:`DataError` with ``file:line``."""
+def iter_jsonl(
+    path: str | os.PathLike, on_error: Callable[[str, str], None] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for every non-blank line; a line that is not UTF-8 or not a JSON
+    object raises :class:`DataError` with ``file:line`` — or, given ``on_error(where, reason)``, is reported
+    to it and skipped."""
     p = _open(path)
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+
+    def bad(where: str, reason: str) -> None:
+        if on_error is None:
+            raise DataError(f"{where}: {reason}")
+        on_error(where, reason)
+
+    with p.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad(f"{p}:{n}", f"not UTF-8 ({e.reason} at byte {e.start})")
+                continue
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{n}: invalid JSON ({e.msg})") from None
+                bad(f"{p}:{n}", f"invalid JSON ({e.msg})")
+                continue
             if not isinstance(obj, dict):
-                raise DataError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+                bad(f"{p}:{n}", f"expected a JSON object, got {type(obj).__name__}")
+                continue
             yield n, obj
 
 
@@ -67,10 +84,6 @@ def field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: s
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     """Write ``rows`` as UTF-8 JSONL (one object a line) atomically, creating parent directories."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(path) as f:  # a crash mid-write leaves the previous file intact
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, p)  # a crash mid-write leaves the previous file intact

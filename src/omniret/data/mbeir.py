@@ -138,12 +138,17 @@ def read_queries(path: str | os.PathLike) -> list[MBeirRecord]:
     return [rec for _, _, rec in iter_queries(path)]
 
 
+def pool_record(obj: dict, where: str) -> MBeirRecord:
+    """One candidate line (``did``, ``txt``, ``img_path``, ``modality``) as a record; ``where`` is ``file:line``."""
+    return _record(obj, where, id_key="did", txt_key="txt", img_key="img_path", mod_key="modality")
+
+
 def iter_pool(path: str | os.PathLike) -> Iterator[tuple[int, dict, MBeirRecord]]:
     """``(line, raw object, record)`` for every candidate (``did``, ``txt``, ``img_path``, ``modality``);
     a repeated did is an error."""
     seen: set[str] = set()
     for n, obj in iter_jsonl(path):
-        rec = _record(obj, f"{path}:{n}", id_key="did", txt_key="txt", img_key="img_path", mod_key="modality")
+        rec = pool_record(obj, f"{path}:{n}")
         if rec.id in seen:
             raise DataError(f"{path}:{n}: duplicate did {rec.id!r}")
         seen.add(rec.id)

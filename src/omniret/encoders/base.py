@@ -100,8 +100,10 @@ class Encoder(ABC):
             yield order[s : s + batch_size]
 
     def _encode(self, items: list[Item], *, is_query: bool, batch_size: int, progress: bool) -> np.ndarray:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            from omniret.errors import ConfigError
+
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out

@@ -50,6 +50,7 @@ from omniret.encoders.effnet import EfficientNetLite0, imagenet_classes, preproc
 from omniret.encoders.minilm import MAX_LENGTH, MiniLMTextTower, TextBatch, default_minilm_path
 from omniret.encoders.saved import read_saved_config, save_dir
 from omniret.errors import OmniretError
+from omniret.io import atomic_open
 from omniret.types import Item
 
 NAME = "conse-minilm"
@@ -203,10 +204,8 @@ class ConseMiniEncoder(Encoder):
         table = torch.nn.functional.normalize(torch.stack(per_template).mean(0), dim=-1).cpu()
         if self.prompt_cache:
             try:
-                file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = file.with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, table.numpy())
-                tmp.replace(file)
+                with atomic_open(file, "wb") as f:
+                    np.save(f, table.numpy())
             except OSError:
                 pass  # a read-only home only costs recomputation
         return table

@@ -114,6 +114,19 @@ def qwen_fetch_resize(img: Image.Image, factor: int = 28, min_pixels: int = 4 * 
     return img.resize((wb, hb))
 
 
+def expand_image_tokens(ids: list[int], image_token_id: int, counts: list[int]) -> list[int]:
+    """Repeat the ``i``-th ``image_token_id`` in ``ids`` ``counts[i]`` times (one slot per visual feature)."""
+    out: list[int] = []
+    k = 0
+    for t in ids:
+        if t == image_token_id:
+            out.extend([t] * counts[k])
+            k += 1
+        else:
+            out.append(t)
+    return out
+
+
 def _load_images(items: list[Item]) -> list[Image.Image]:
     return [p.load() for it in items for p in it.parts if isinstance(p, ImagePart)]
 
@@ -235,14 +248,7 @@ class QwenVLEncoder(Encoder):
         if n_pads != len(counts):
             raise DataError(f"item {item.id or item.text!r}: template produced {n_pads} image placeholders for "
                             f"{len(counts)} images")
-        out: list[int] = []
-        k = 0
-        for t in ids:
-            if t == self.image_token_id:
-                out.extend([t] * counts[k])
-                k += 1
-            else:
-                out.append(t)
+        out = expand_image_tokens(ids, self.image_token_id, counts)
         if len(out) > self.recipe_.max_length:
             if self.image_token_id in out[self.recipe_.max_length:]:
                 raise DataError(f"item {item.id or item.text!r}: {len(out)} tokens exceed max_length="
@@ -358,4 +364,4 @@ def load_family(cls: type[QwenVLEncoder], path: str | Path, defaults: dict[str, 
 
 
 __all__ = ["MLLMRecipe", "QwenVLEncoder", "TEMPLATES", "IMAGE_PAD", "VISION_BLOCK", "load_family",
-           "qwen_fetch_resize", "instruction_for"]
+           "qwen_fetch_resize", "instruction_for", "expand_image_tokens"]

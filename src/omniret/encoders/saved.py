@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from omniret.errors import ModelNotFoundError
+from omniret.io import atomic_write_json
 
 SAVED_CONFIG = "omniret.json"
 
@@ -19,9 +20,7 @@ def save_dir(path: str | os.PathLike, meta: dict[str, Any], *hf_parts: Any) -> P
     out.mkdir(parents=True, exist_ok=True)
     for part in hf_parts:
         part.save_pretrained(out)
-    tmp = out / (SAVED_CONFIG + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    os.replace(tmp, out / SAVED_CONFIG)
+    atomic_write_json(out / SAVED_CONFIG, meta, default=str)
     return out
 
 

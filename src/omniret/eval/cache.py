@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from omniret.io import atomic_write_with
+
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/omniret/emb`` (``~/.cache/omniret/emb``)."""
@@ -39,13 +41,7 @@ def pool_key(model_key: str, pool_file: str | os.PathLike, ids: Sequence[str]) -
 
 
 def _atomic_save(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_with(path, write)
 
 
 def cached_embeddings(

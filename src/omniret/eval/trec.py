@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omniret.data.jsonl import iter_columns
 from omniret.errors import DataError
+from omniret.io import atomic_open
 
 RUN_TAG = "omniret"
 
@@ -23,15 +24,11 @@ def write_trec(
     depth: int = 100,
 ) -> Path:
     """Write ``run`` (``qid -> [(did, score), ...]`` best first) keeping the top ``depth`` per query."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for qid, ranked in run.items():
             for rank, (did, score) in enumerate(ranked[:depth], 1):
                 f.write(f"{qid} Q0 {did} {rank} {score:.6f} {tag}\n")
-    os.replace(tmp, p)
-    return p
+    return Path(path)
 
 
 def read_trec(path: str | os.PathLike) -> dict[str, list[tuple[str, float]]]:

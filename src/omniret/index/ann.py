@@ -153,13 +153,3 @@ class ANNGraph:
 
         return cls(dim, kind, params, faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8)))
 
-
-def rescore(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner products of a shortlist: ``rows`` ``(Q, K)`` (``-1`` = none) -> the best ``k`` as
-    ``(scores, rows)`` ``(Q, k)``, ties broken by lower row; missing results stay ``-1``."""
-    safe = np.where(rows < 0, 0, rows)
-    s = np.einsum("qd,qkd->qk", queries, vectors[safe.ravel()].reshape(*rows.shape, -1))
-    s = np.where(rows < 0, -np.inf, s).astype(np.float32)
-    order = np.lexsort((safe, -s), axis=1)[:, :k]
-    s, r = np.take_along_axis(s, order, 1), np.take_along_axis(rows, order, 1)
-    return np.where(np.isfinite(s), s, 0).astype(np.float32), np.where(np.isfinite(s), r, -1)

@@ -7,9 +7,11 @@ Vectors are ``(N, D)`` float32 rows, L2-normalised by the encoder; scores are in
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -90,6 +92,16 @@ class Record:
             metadata=dict(self.metadata),
             img_paths=list(self.img_paths),
         )
+
+
+def scoped_id(source: str, id: str) -> str:
+    """``id`` made unique to ``source``: ``<source name>~<8 hex of the source path>/<id>``.
+
+    Incremental indexing (and a save that merges a concurrent writer's changes) gives a document this id
+    when another source already holds its plain id, so two sources never overwrite each other.
+    """
+    tag = hashlib.sha1(source.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{Path(source).name}~{tag}/{id}"
 
 
 def parse_modalities(modality: str | Sequence[str] | None) -> frozenset[str] | None:

@@ -4,15 +4,15 @@
 copy). ``kind="hnsw"`` / ``"ivfpq"`` add a faiss ANN structure over the same vectors (fp32/fp16/int8 storage,
 see :mod:`omniret.index.ann`). Either way a modality filter is exact:
 a filtered-out document is never returned, and fewer than ``k`` hits come back only when fewer documents
-pass the filter. Saves are atomic (see :mod:`omniret.index.manifest`).
+pass the filter. Saves are atomic, locked and merged with concurrent writers' saves (see
+:mod:`omniret.index.persist`); files are verified at open (see :mod:`omniret.index.storage`).
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
-import shutil
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,24 +20,36 @@ from typing import Any
 import numpy as np
 
 from omniret.errors import DataError, IndexMismatchError, OmniretError
-from omniret.index.ann import ANNGraph, ANNParams, rescore
+from omniret.index.ann import ANNGraph, ANNParams
 from omniret.index.base import Index, Record, parse_modalities
-from omniret.index.manifest import (
-    KINDS,
-    MANIFEST,
-    Manifest,
-    fsync_dir,
-    new_generation_dir,
-    publish,
-    remove_stale,
-    write_file,
-)
+from omniret.index.manifest import KINDS, MANIFEST, Manifest
+from omniret.index.persist import load_state, save_index
+from omniret.index.storage import GRAPH, RECORDS, VECTORS  # noqa: F401  (file names, re-exported)
 from omniret.types import MODALITIES, Hit
 
-VECTORS = "vectors.npy"
-RECORDS = "records.jsonl"
-GRAPH = "hnsw.faiss"
 _MOD_CODE = {m: i for i, m in enumerate(MODALITIES)}
+#: stored vectors must be L2-normalised (scores are inner products = cosines); tolerance on the norm
+NORM_TOLERANCE = 1e-2
+
+
+def check_k(k: object) -> int:
+    """``k`` as an int, or an :class:`OmniretError` for a non-integer or ``k < 1``."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or int(k) < 1:
+        raise OmniretError(f"k must be an integer >= 1, got {k!r}")
+    return int(k)
+
+
+def rescore(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores of candidate ``rows`` ``(Q, k)`` (``-1`` = none) from the stored ``vectors``, re-sorted best
+    first: the graph only proposes candidates, so a damaged graph can never report a score it made up."""
+    safe = np.where(rows < 0, 0, rows)
+    scores = np.zeros(rows.shape, np.float32)
+    step = max(1, 2**24 // max(1, rows.shape[1] * vectors.shape[1]))  # gather at most ~64 MB at a time
+    for s in range(0, len(rows), step):
+        scores[s : s + step] = np.einsum("qd,qkd->qk", queries[s : s + step], vectors[safe[s : s + step]])
+    scores = np.where(rows < 0, -np.inf, scores).astype(np.float32)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
 def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int, rows: np.ndarray | None = None):
@@ -62,13 +74,15 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int, rows: np.ndarra
 class FlatIndex(Index):
     """Embedded index of ``(N, dim)`` float32 vectors with one :class:`Record` per row.
 
-    Registered as the ``local`` backend: the local faiss flat (exact) / HNSW index in a directory.
+    Registered as the ``local`` backend: the local faiss flat (exact) / HNSW / IVF-PQ index in a directory.
     """
 
     backend = "local"
 
     #: with a modality filter, HNSW is skipped when this few documents pass it (exact is cheaper then)
     exact_below = 1024
+    #: seconds a save waits for another writer's lock (None: ``$OMNIRET_LOCK_TIMEOUT``, default 120)
+    lock_timeout: float | None = None
 
     def __init__(
         self,
@@ -101,6 +115,12 @@ class FlatIndex(Index):
         self._rows: dict[str, int] = {}
         self._codes = np.zeros(0, np.int8)  # modality code per row, for fast filter masks
         self._graph: ANNGraph | None = None  # None: (re)build before the next ANN search/save
+        #: changes since the last open/save, by id (True: put, False: removed): a save re-applies them to the
+        #: latest committed state when another writer saved in between, so neither loses an update
+        self._pending: dict[str, bool] = {}
+        #: (directory, generation) this state was loaded from or last saved as
+        self._base: tuple[Path, str | None] | None = None
+        self._kind_changed = False
         self.dirty = False
 
     # ------------------------------------------------------------------ backend protocol
@@ -200,25 +220,44 @@ class FlatIndex(Index):
             raise OmniretError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
         if kind != self.kind:
             self.manifest.kind, self._graph, self.dirty = kind, None, True
+            self._kind_changed = True
 
     # ------------------------------------------------------------------ mutation
     def _check_vectors(self, vectors: np.ndarray, n: int) -> np.ndarray:
-        v = np.asarray(vectors, dtype=np.float32)
+        try:
+            v = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"vectors must be a numeric (N, {self.dim}) array ({e})") from None
         if v.ndim != 2 or v.shape[1] != self.dim:
             raise IndexMismatchError(f"vectors of shape {v.shape} do not fit index dim {self.dim}")
         if len(v) != n:
             raise DataError(f"{len(v)} vectors but {n} records")
         if not np.isfinite(v).all():
             raise DataError("vectors contain NaN or infinite values")
+        norms = np.linalg.norm(v, axis=1)
+        bad = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
+        if len(bad):
+            raise DataError(
+                f"vector {bad[0]} has L2 norm {norms[bad[0]]:.4g}; the index stores L2-normalised vectors "
+                f"(divide each row by its norm; a zero vector cannot be indexed)"
+            )
         return v
 
     def _check_records(self, records: Sequence[Record]) -> None:
         seen: set[str] = set()
         for r in records:
+            if not isinstance(r, Record):
+                raise DataError(f"expected omniret.index.Record objects, got {type(r).__name__}")
+            if not isinstance(r.id, str) or not r.id:
+                raise DataError(f"record id must be a non-empty string, got {r.id!r}")
             if r.id in seen:
                 raise DataError(f"duplicate id {r.id!r} in one add")
             if r.modality not in _MOD_CODE:
                 raise DataError(f"record {r.id!r}: unknown modality {r.modality!r}")
+            try:  # refuse what the save could not write (surrogates from non-UTF-8 names, non-JSON metadata)
+                json.dumps(r.to_dict(), ensure_ascii=False).encode("utf-8")
+            except (TypeError, ValueError, UnicodeEncodeError) as e:
+                raise DataError(f"record {r.id!r} cannot be stored as UTF-8 JSON ({e})") from None
             seen.add(r.id)
 
     def add(self, vectors: np.ndarray, records: Sequence[Record]) -> None:
@@ -235,6 +274,7 @@ class FlatIndex(Index):
         self._codes = np.concatenate([self._codes, [_MOD_CODE[r.modality] for r in records]]).astype(np.int8)
         if self._graph is not None:
             self._graph.add(v)  # HNSW can grow in place
+        self._pending.update((r.id, True) for r in records)
         self.dirty = True
 
     def upsert(self, vectors: np.ndarray, records: Sequence[Record]) -> None:
@@ -249,15 +289,18 @@ class FlatIndex(Index):
             self._codes[row] = _MOD_CODE[records[i].modality]
         if old:
             self._graph = None  # HNSW cannot update a node's vector
+            self._pending.update((records[i].id, True) for i in old)
         new = np.setdiff1d(np.arange(len(records)), old)
         if len(new):
             self.add(v[new], [records[i] for i in new])
         self.dirty = self.dirty or bool(old)
 
     def remove(self, ids: Iterable[str]) -> int:
+        ids = [ids] if isinstance(ids, str) else list(ids)
         drop = {self._rows[i] for i in ids if i in self._rows}
         if not drop:
             return 0
+        self._pending.update((self._records[row].id, False) for row in drop)
         keep = np.ones(len(self._records), bool)
         keep[list(drop)] = False
         self._vectors = self._vectors[keep]
@@ -287,23 +330,29 @@ class FlatIndex(Index):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`search` but returns ``(scores, rows)`` arrays ``(Q, k')``; row ``-1`` pads a
         query that got fewer results (only possible with HNSW)."""
-        q = np.asarray(queries, dtype=np.float32)
+        try:
+            q = np.asarray(queries, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"query vectors must be a numeric (Q, {self.dim}) array ({e})") from None
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise IndexMismatchError(f"query vectors of shape {q.shape} do not fit index dim {self.dim}")
-        if int(k) < 1:
-            raise OmniretError(f"k must be >= 1, got {k}")
+        k = check_k(k)
+        if not np.isfinite(q).all():
+            raise DataError("query vectors contain NaN or infinite values")
+        if (np.abs(q).max(axis=1, initial=0.0) == 0).any():
+            raise DataError("a query vector is all zeros; it has no direction to search for")
         allowed = self._allowed(modality)
         rows = None if allowed is None else np.flatnonzero(allowed)
         n_ok = len(self) if rows is None else len(rows)
         if self.kind == "flat" or n_ok <= max(self.exact_below, k):
-            return exact_topk(q, self._vectors, int(k), rows)
-        kk = min(int(k), n_ok)
-        graph = self._ensure_graph()
-        scores, found = graph.search(q, kk, allowed)
-        if graph.quantised:  # rescore the shortlist exactly against the float32 vectors
-            scores, found = rescore(q, self._vectors, found, kk)
+            return exact_topk(q, self._vectors, k, rows)
+        kk = min(k, n_ok)
+        # quantised structures propose a longer shortlist; all candidates are rescored exactly
+        _, found = self._ensure_graph().search(q, kk, allowed)
+        scores, found = rescore(q, self._vectors, found)
+        scores, found = scores[:, :kk], found[:, :kk]
         # the graph walk may strand a selective filter with too few results: redo those queries exactly
         short = np.flatnonzero((found < 0).any(axis=1))
         if len(short):
@@ -323,44 +372,19 @@ class FlatIndex(Index):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write a new generation and atomically switch the manifest to it; returns the index directory."""
+        """Persist to ``path`` (default: :attr:`path`) under the writer lock, merged with any save another
+        writer made since this index was opened; returns the index directory (see :mod:`~omniret.index.persist`)."""
         if path is not None:
             self.path = Path(path)
         if self.path is None:
             raise OmniretError("this index has no directory; pass save(path)")
-        root = self.path
-        root.mkdir(parents=True, exist_ok=True)
-        gen = new_generation_dir(root, self.manifest.generation)
-        try:
-            self._write_generation(gen)
-            manifest = Manifest(**vars(self.manifest))
-            manifest.generation, manifest.count, manifest.updated = gen.name, len(self), time.time()
-            manifest.params = vars(self.hnsw_params).copy()
-            publish(root, manifest)
-        except BaseException:
-            shutil.rmtree(gen, ignore_errors=True)  # best effort; a hard crash leaves it for the next save
-            raise
-        self.manifest = manifest
-        remove_stale(root, gen.name)
-        self.dirty = False
-        return root
-
-    def _write_generation(self, gen: Path) -> None:
-        with open(gen / VECTORS, "wb") as f:
-            np.save(f, self._vectors, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        lines = (json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in self._records)
-        write_file(gen / RECORDS, "".join(lines).encode("utf-8"))
-        if self.kind != "flat":
-            write_file(gen / GRAPH, self._ensure_graph().serialize())
-        fsync_dir(gen)
+        return save_index(self, self.path)
 
     @classmethod
     def open(cls, path: str | os.PathLike, encoder: Any = None) -> FlatIndex:
-        """Load the live generation of ``path``; with ``encoder``, refuse a mismatched one."""
+        """Load and verify the live generation of ``path``; with ``encoder``, refuse a mismatched one."""
         root = Path(path)
-        m = Manifest.read(root)
+        m, vectors, records, graph = load_state(root)
         if encoder is not None:
             m.check_encoder(encoder.name, encoder.recipe_hash, root)
         idx = cls(
@@ -372,32 +396,14 @@ class FlatIndex(Index):
             hnsw=m.params,
             path=root,
         )
-        idx.manifest = m
-        gen = root / str(m.generation)
-        vectors, records = _read_generation(gen, m)
-        idx._vectors, idx._records = vectors, records
-        idx._rows = {r.id: i for i, r in enumerate(records)}
-        idx._codes = np.array([_MOD_CODE.get(r.modality, -1) for r in records], np.int8)
-        if m.kind != "flat" and (gen / GRAPH).is_file():
-            graph = ANNGraph.deserialize((gen / GRAPH).read_bytes(), m.dim, m.kind, idx.hnsw_params)
-            idx._graph = graph if len(graph) == len(records) else None
+        idx._adopt(m, vectors, records, graph)
+        idx._base = (root.resolve(), m.generation)
         return idx
 
-
-def _read_generation(gen: Path, m: Manifest) -> tuple[np.ndarray, list[Record]]:
-    try:
-        vectors = np.load(gen / VECTORS, allow_pickle=False)
-        lines = (gen / RECORDS).read_text(encoding="utf-8").splitlines()
-    except (OSError, ValueError) as e:
-        raise DataError(f"{gen}: cannot read the index files ({e})") from e
-    if vectors.dtype != np.float32 or vectors.shape != (m.count, m.dim):
-        raise DataError(f"{gen / VECTORS}: shape {vectors.shape} {vectors.dtype}, manifest says ({m.count}, {m.dim})")
-    records = []
-    for n, line in enumerate(lines, 1):
-        try:
-            records.append(Record.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataError(f"{gen / RECORDS}:{n}: malformed record ({e})") from e
-    if len(records) != m.count:
-        raise DataError(f"{gen / RECORDS}: {len(records)} records, manifest says {m.count}")
-    return vectors, records
+    def _adopt(self, m: Manifest, vectors: np.ndarray, records: list[Record], graph: ANNGraph | None) -> None:
+        """Replace this index's whole state with a loaded one (no pending changes)."""
+        self.manifest, self._vectors, self._records, self._graph = m, vectors, records, graph
+        self._rows = {r.id: i for i, r in enumerate(records)}
+        self._codes = np.array([_MOD_CODE[r.modality] for r in records], np.int8)
+        self.hnsw_params = ANNParams.from_dict(m.params)
+        self._pending, self._kind_changed, self.dirty = {}, False, False

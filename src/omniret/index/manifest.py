@@ -8,24 +8,26 @@ An index directory looks like::
 
 A save writes a complete new generation directory, fsyncs it, then swaps the manifest. A crash at any point
 leaves the old manifest pointing at the old, complete generation; stray partial generations are ignored on
-open and deleted by the next successful save.
+open and deleted by the next successful save — only those this index provably wrote (see
+:mod:`omniret.index.generations`). The manifest carries a SHA-256 of every generation file, checked at open.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omniret.errors import DataError, IndexMismatchError, OmniretError
+from omniret.index.ann import ANNParams
+from omniret.index.generations import check_generation_name
+from omniret.io import atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-GEN_PREFIX = "gen-"
 KINDS = ("flat", "hnsw", "ivfpq")
 METRIC = "ip"  # inner product on L2-normalised vectors (= cosine)
 
@@ -47,6 +49,10 @@ class Manifest:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     format_version: int = FORMAT_VERSION
+    #: random id of this index; generation directories carry it in their owner marker
+    index_id: str | None = None
+    #: SHA-256 hex digest of each file of the live generation, by file name
+    checksums: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -68,9 +74,28 @@ class Manifest:
             raise DataError(f"{path}: index format version {version!r}; this omniret reads {FORMAT_VERSION}")
         known = set(cls.__dataclass_fields__)
         try:
-            return cls(**{k: v for k, v in raw.items() if k in known})
+            m = cls(**{k: v for k, v in raw.items() if k in known})
         except TypeError as e:
             raise DataError(f"{path}: manifest is missing fields ({e})") from e
+        m._validate(path)
+        return m
+
+    def _validate(self, path: Path) -> None:
+        """Refuse values that would make open read outside the index or misread its files."""
+        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim < 1:
+            raise DataError(f"{path}: dim must be a positive integer, got {self.dim!r}")
+        if not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 0:
+            raise DataError(f"{path}: count must be a non-negative integer, got {self.count!r}")
+        if self.kind not in KINDS:
+            raise DataError(f"{path}: unknown index kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if not isinstance(self.params, dict) or not isinstance(self.checksums, dict):
+            raise DataError(f"{path}: params and checksums must be JSON objects")
+        if self.generation is not None:
+            check_generation_name(self.generation, path)
+        try:
+            ANNParams.from_dict(self.params)
+        except (OmniretError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: bad index parameters ({e})") from None
 
     def check_encoder(self, name: str, recipe_hash: str, where: str | os.PathLike = "index") -> None:
         """Raise :class:`IndexMismatchError` unless ``name`` and ``recipe_hash`` are the ones that built it."""
@@ -82,57 +107,7 @@ class Manifest:
             )
 
 
-# ----------------------------------------------------------------------------- crash-safe writes
-def fsync_dir(path: Path) -> None:
-    """Persist a directory entry (new/renamed files); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and fsync it before returning."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def new_generation_dir(index_dir: Path, previous: str | None) -> Path:
-    """Create a fresh, uniquely named generation directory (numbered after ``previous``)."""
-    n = 0
-    if previous and previous.startswith(GEN_PREFIX):
-        try:
-            n = int(previous[len(GEN_PREFIX) :].split("-")[0]) + 1
-        except ValueError:
-            n = 0
-    # the random suffix keeps a stray partial directory from an earlier crash from ever being reused
-    gen = index_dir / f"{GEN_PREFIX}{n:06d}-{secrets.token_hex(4)}"
-    gen.mkdir(parents=True)
-    return gen
-
-
+# ----------------------------------------------------------------------------- publishing
 def publish(index_dir: Path, manifest: Manifest) -> None:
     """Atomically make ``manifest`` (and the generation it names) the live state of ``index_dir``."""
-    tmp = index_dir / f".{MANIFEST}.{secrets.token_hex(4)}.tmp"
-    write_file(tmp, manifest.to_json().encode("utf-8"))
-    os.replace(tmp, index_dir / MANIFEST)
-    fsync_dir(index_dir)
-
-
-def remove_stale(index_dir: Path, live: str) -> None:
-    """Delete every generation directory and temp manifest except the live generation."""
-    import shutil
-
-    for p in index_dir.iterdir():
-        if p.name.startswith(GEN_PREFIX) and p.name != live and p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        elif p.name.startswith(f".{MANIFEST}.") and p.name.endswith(".tmp"):
-            p.unlink(missing_ok=True)
+    atomic_write_text(index_dir / MANIFEST, manifest.to_json())

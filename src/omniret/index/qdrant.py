@@ -223,11 +223,6 @@ def _read_manifest(client: Any, name: str) -> dict[str, Any] | None:
 
 def publish_marker(path: Path, name: str) -> None:
     """Atomically write the marker that tells :func:`~omniret.index.backends.find_backend` this is Qdrant."""
-    import secrets
+    from omniret.io import atomic_write_json
 
-    from omniret.index.manifest import fsync_dir, write_file
-
-    tmp = path / f".{MARKER}.{secrets.token_hex(4)}.tmp"
-    write_file(tmp, json.dumps({"backend": "qdrant", "collection": name}).encode())
-    os.replace(tmp, path / MARKER)
-    fsync_dir(path)
+    atomic_write_json(path / MARKER, {"backend": "qdrant", "collection": name})

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -26,17 +25,12 @@ import numpy as np
 
 from omniret.errors import DataError, OmniretError
 from omniret.index.base import PAGE_SIZE, Index, Record
-from omniret.index.manifest import Manifest, fsync_dir, write_file
+from omniret.index.manifest import Manifest
+from omniret.io import atomic_open, atomic_write_bytes
 
 SHARDS = "shards.json"
 FORMAT = "omniret-shards"
 VERSION = 1
-
-
-def _atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    write_file(tmp, data)
-    os.replace(tmp, path)
 
 
 class ShardWriter:
@@ -68,15 +62,10 @@ class ShardWriter:
         v = np.ascontiguousarray(vectors, dtype=np.float32)
         if v.ndim != 2 or v.shape != (len(records), self.manifest.dim):
             raise DataError(f"shard {i}: vectors {v.shape} for {len(records)} records of dim {self.manifest.dim}")
-        tmp = self.root / f".part-{i:05d}.{secrets.token_hex(4)}.npy"
-        with open(tmp, "wb") as f:
+        with atomic_open(self.root / f"part-{i:05d}.npy", "wb") as f:
             np.save(f, v, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.root / f"part-{i:05d}.npy")
         lines = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records)
-        _atomic(self.root / f"part-{i:05d}.jsonl", lines.encode("utf-8"))
-        fsync_dir(self.root)
+        atomic_write_bytes(self.root / f"part-{i:05d}.jsonl", lines.encode("utf-8"))
         self.shards[i] = len(records)
         self._publish(complete=False)
 
@@ -94,7 +83,7 @@ class ShardWriter:
             "complete": complete,
             "key": self.key,
         }
-        _atomic(self.root / SHARDS, json.dumps(state, indent=1).encode("utf-8"))
+        atomic_write_bytes(self.root / SHARDS, json.dumps(state, indent=1).encode("utf-8"))
 
 
 def read_state(root: str | os.PathLike) -> dict[str, Any]:

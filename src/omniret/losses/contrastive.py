@@ -58,8 +58,11 @@ class InfoNCE(nn.Module):
 
     @property
     def temperature(self) -> torch.Tensor:
-        """The current τ (a 0-d tensor, differentiable when learnable)."""
-        return self.log_temperature.clamp(self._log_min, 0.0).exp()
+        """The current τ (a 0-d tensor, differentiable when learnable). Only a learnable τ is clamped; a fixed
+        one is used exactly as configured (a τ > 1 is unusual but is the user's explicit choice)."""
+        if isinstance(self.log_temperature, nn.Parameter):
+            return self.log_temperature.clamp(self._log_min, 0.0).exp()
+        return self.log_temperature.exp()
 
     def forward(
         self, queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None

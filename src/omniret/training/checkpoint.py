@@ -25,7 +25,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from omniret.index.manifest import fsync_dir as fsync_path  # works for files and directories
+from omniret.io import (
+    atomic_write_json,
+    fsync_path,  # works for files and directories
+)
 
 STATE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -105,6 +108,6 @@ def read_state(ckpt: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(path, obj, sort_keys=True)
 
 

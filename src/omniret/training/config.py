@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -163,8 +164,18 @@ class TrainConfig:
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> TrainConfig:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(self.device)):
+            raise ConfigError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         for st in self.resolved_stages():
             _check_stage(st)
+        return self
+
+    def check_inputs(self) -> TrainConfig:
+        """Check what the run will read — every data path and the model family's options — so a bad config
+        fails before any model is loaded or anything is written to the run folder."""
+        from omniret.training.preflight import check_inputs
+
+        check_inputs(self)
         return self
 
     def resolved_stages(self) -> list[ResolvedStage]:
@@ -323,4 +334,6 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     import yaml
 
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    from omniret.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -27,9 +27,10 @@ import torch
 
 from omniret.encoders import FAMILIES, load_builtins, load_encoder
 from omniret.errors import OmniretError
+from omniret.io import atomic_write_json, atomic_write_text
 from omniret.losses import InfoNCE
 from omniret.training import checkpoint as ckpt
-from omniret.training.config import ResolvedStage, TrainConfig, save_config
+from omniret.training.config import ConfigError, ResolvedStage, TrainConfig, save_config
 from omniret.training.data import Batch, MixtureSampler, instruction_mode, load_sources
 from omniret.training.distributed import all_reduce_mean, average_gradients, barrier, init_from_env, is_main
 from omniret.training.gradcache import chunked, grad_cache_step
@@ -66,6 +67,7 @@ class Trainer:
 
     def run(self) -> Path:
         """Train all stages; returns the final model directory."""
+        self.cfg.check_inputs()  # before the fingerprint is written and before any model loads
         self._check_run_dir()
         prev: Path | None = None
         for st in self.cfg.resolved_stages():
@@ -82,15 +84,19 @@ class Trainer:
         saved = self.out / "train_config.yaml"
         if saved.is_file():
             stamp = self.out / "config_digest"
-            if stamp.is_file() and stamp.read_text().strip() != self.cfg.digest():
+            if stamp.is_file() and stamp.read_text().strip() != self.cfg.digest() and self._started():
                 raise OmniretError(
                     f"{self.out}: holds a run with a different config; use another output_dir or delete it"
                 )
-        elif is_main():
+        if is_main() and (not saved.is_file() or not self._started()):  # a start that trained nothing is not a run
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, saved)
-            (self.out / "config_digest").write_text(self.cfg.digest() + "\n")
+            atomic_write_text(self.out / "config_digest", self.cfg.digest() + "\n")
         barrier()
+
+    def _started(self) -> bool:
+        """Whether this run folder holds any training output (a stage folder with something in it)."""
+        return any(p.is_dir() and any(p.iterdir()) for p in self.out.iterdir()) if self.out.is_dir() else False
 
     # ------------------------------------------------------------------ one stage
     def run_stage(self, st: ResolvedStage, prev: Path | None) -> Path:
@@ -141,8 +147,8 @@ class Trainer:
                 shutil.rmtree(final)
             encoder.save_pretrained(final)
             save_config(self.cfg, final / "train_config.yaml")
-            (final / "stage.json").write_text(json.dumps(dataclasses.asdict(st), indent=2) + "\n")
-            (final / DONE).write_text("ok\n")
+            atomic_write_json(final / "stage.json", dataclasses.asdict(st))
+            atomic_write_text(final / DONE, "ok\n")
         barrier()
         return final
 
@@ -185,7 +191,10 @@ class Trainer:
                 raise OmniretError(f"stage {st.name!r}: init 'previous' but there is no previous stage")
             enc = load_encoder(prev, **opts)
         elif st.init == "base":
-            enc = load_encoder(m.init, family=m.family, **opts) if m.init else FAMILIES.get(m.family)(None, **opts)
+            try:
+                enc = load_encoder(m.init, family=m.family, **opts) if m.init else FAMILIES.get(m.family)(None, **opts)
+            except TypeError as e:  # an option the family's constructor does not take
+                raise ConfigError(f"model.options {sorted(m.options)} for family {m.family!r}: {e}") from None
         else:
             enc = load_encoder(st.init, **opts)
         if not isinstance(getattr(enc, "model", None), torch.nn.Module) or not hasattr(enc, "save_pretrained"):
@@ -227,8 +236,8 @@ class Trainer:
                 if is_main():
                     # queries carry the instruction training gives them (same lookup, mode and seed)
                     stats = mine_source(encoder, s, out, m, instruction_mode=instruction_mode(st.data), seed=self.cfg.seed)
-                    (out / "key.json").write_text(json.dumps(key) + "\n")
-                    (out / DONE).write_text(json.dumps(stats) + "\n")
+                    atomic_write_json(out / "key.json", key, indent=None)
+                    atomic_write_json(out / DONE, stats, indent=None)
                     self.log(f"stage {st.name}: mined {out} {json.dumps(stats)}")
                 barrier()
             sources.append(dataclasses.replace(s, queries=str(out)))

@@ -15,7 +15,6 @@ heterogeneous pool where modality bias shows), so training never sees a test emo
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from omniret.data.builders.debian import fetch_deb
 from omniret.data.builders.emoji import EMOJI_PACKAGE, iter_emoji
 from omniret.data.jsonl import write_jsonl
 from omniret.errors import DataError
+from omniret.io import atomic_write_json
 
 #: dataset id used in qids/dids ("10:<n>"); UniIR's datasets take 0-9
 EMOJI_DATASET_ID = 10
@@ -114,9 +114,9 @@ def build_emoji_benchmark(
         "image_size": size, "seed": seed, "test_fraction": test_fraction,
         "train": {"emoji": len(splits["train"])}, "test": {"emoji": len(splits["test"])},
     }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (root / "README.md").write_text(_README.format(source=source, seed=seed, size=size,
                                                    train=len(splits["train"]), test=len(splits["test"])))
+    atomic_write_json(root / "manifest.json", manifest)  # last and atomic: a complete build has it
     return manifest
 
 

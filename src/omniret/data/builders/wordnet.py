@@ -16,7 +16,6 @@ train and test share neither documents nor queries. Layout::
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from pathlib import Path
 from omniret.data.builders.debian import fetch_deb
 from omniret.data.jsonl import write_jsonl
 from omniret.errors import DataError
+from omniret.io import atomic_write_json
 
 WORDNET_PACKAGE = "wordnet-base"
 _POS_FILES = {"n": "data.noun", "v": "data.verb", "a": "data.adj", "r": "data.adv"}
@@ -114,9 +114,9 @@ def build_wordnet_benchmark(
         "seed": seed, "test": {"queries": len(test_syn), "docs": len(test_set)},
         "train": {"queries": len(train_syn), "docs": len(train_docs)},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (out / "README.md").write_text(_README.format(**manifest["test"], tq=len(train_syn), td=len(train_docs),
                                                   source=source, seed=seed))
+    atomic_write_json(out / "manifest.json", manifest)  # last and atomic: a complete build has it
     return manifest
 
 
