@@ -13,6 +13,7 @@ from omniret.encoders.tiny import (  # noqa: F401  (re-exported for the tests)
     CLIP_SPECIALS,
     QWEN_SPECIALS,
     SIGLIP_SPECIALS,
+    _save,
     build_tiny_clip,
     build_tiny_mmembed,
     build_tiny_omni_mini,

@@ -156,8 +156,9 @@ class Item:
 
 @dataclass
 class Hit:
-    """One search result. ``txt`` / ``img_path`` describe the stored document for display; ``score`` is the
-    retrieval score, ``rerank_score`` the reranker's (``None`` when the hit was not reranked)."""
+    """One search result. ``txt`` / ``img_path`` (the first image) / ``img_paths`` (every image, in order)
+    describe the stored document for display; ``score`` is the retrieval score, ``rerank_score`` the
+    reranker's (``None`` when the hit was not reranked)."""
 
     id: str
     score: float
@@ -166,6 +167,7 @@ class Hit:
     img_path: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     rerank_score: float | None = None
+    img_paths: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,6 +177,7 @@ class Hit:
             "modality": self.modality,
             "txt": self.txt,
             "img_path": self.img_path,
+            "img_paths": list(self.img_paths),
             "metadata": self.metadata,
         }
 

@@ -18,6 +18,7 @@ app = typer.Typer(
 
 _COMMAND_MODULES = [
     "omniret.cli.corpus",  # index, search, info
+    "omniret.cli.transfer",  # export, import (between index backends)
     "omniret.cli.models",  # models
     "omniret.cli.eval",  # eval mbeir|mmeb|beir
     "omniret.cli.data",  # data build emoji|wordnet

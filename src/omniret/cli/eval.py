@@ -96,9 +96,14 @@ def mbeir(
     rerank: str = _RERANK,
     rerank_k: int = _RERANK_K,
     rerank_template: str = _RERANK_TPL,
+    engine: str = typer.Option("local", "--engine", help="Encode pools here (local) or on a Ray cluster (ray)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto, ray://...)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Ray: encoder actors (one model each)."),
+    gpus_per_worker: float = typer.Option(0, "--gpus-per-worker", min=0, help="Ray: GPUs per actor."),
 ) -> None:
     """Recall@1/5/10 (UniIR hit@k) and modality accuracy per task, on the local and/or global pool; with
     --rerank also the reranked stage (and mAP@k for tasks with several positives), side by side."""
+    from omniret.cli.corpus import encode_engine
     from omniret.eval.preflight import preflight_mbeir
     from omniret.eval.report import write_mbeir_report
     from omniret.eval.runner import MBeirOptions, evaluate_mbeir
@@ -108,6 +113,7 @@ def mbeir(
         split=split, tasks=_split_list(tasks), pools=pools, instruction_mode=instruction_mode, seed=seed,
         batch_size=batch_size, cache_dir=_cache(cache_dir, no_cache), skip_missing_images=skip_missing_images,
         progress=True, allow_missing_positives=allow_missing_positives,
+        engine=encode_engine(engine, address, workers, gpus_per_worker),
     )
     opts.validate()
     # every task's files are checked before spending time loading the model

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import sys
-from pathlib import Path
 
 import typer
 
@@ -33,7 +32,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve_cmd(
-    index: Path = INDEX_OPT,
+    index: str = INDEX_OPT,
     model: str | None = typer.Option(None, "--model", "-m", help="Encoder name or directory [the index's own]."),
     reranker: str | None = typer.Option(None, "--reranker", help="Reranker model for /v1/rerank and search."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes the server)."),
@@ -55,10 +54,10 @@ def serve_cmd(
         from omniret.serve import ServeConfig, create_app
     except ImportError as e:
         raise OmniretError(f"omniret serve needs the serve extra: pip install 'omniret[serve]' ({e})") from e
-    from omniret.index import is_index_dir
+    from omniret.index import index_exists
     from omniret.retriever import Retriever
 
-    if not is_index_dir(index):
+    if not index_exists(index):
         raise OmniretError(f"--index {index}: no index there; build one with "
                            f"'omniret index FOLDER --index {index}' (or 'make demo' for demo-index)")
     if threads is not None:

@@ -67,6 +67,9 @@ class MBeirOptions:
     progress: bool = False
     #: a positive missing from a pool is an error; with this flag it is counted (``missing_positives``)
     allow_missing_positives: bool = False
+    #: where candidate pools are encoded: ``None`` (this process) or an engine such as
+    #: :class:`omniret.integrations.ray.RayEngine` (``encode_documents`` yielding ``(vectors, records)``)
+    engine: Any = None
 
     def validate(self) -> None:
         bad = [p for p in self.pools if p not in POOLS]
@@ -132,15 +135,22 @@ class _Run:
             self._records[file] = recs
         return self._records[file]
 
+    def _encode_pool(self, items: list) -> np.ndarray:
+        """``(N, D)`` document vectors of ``items``, in order, here or on the options' engine."""
+        opts = self.opts
+        if opts.engine is None:
+            return self.encoder.encode_documents(items, batch_size=opts.batch_size, progress=opts.progress)
+        chunks = [v for v, _ in opts.engine.encode_documents(self.encoder, items, opts.batch_size)]
+        opts.engine.done()
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.encoder.dim), np.float32)
+
     def pool(self, file: Path) -> _Pool:
         if file not in self.pools:
             recs = self.read(file)
             t0 = time.perf_counter()
             emb, _ = cached_embeddings(
                 self.opts.cache_dir, self.model_key, file, [r.id for r in recs],
-                lambda: self.encoder.encode_documents(
-                    [r.to_item(self.root) for r in recs], batch_size=self.opts.batch_size, progress=self.opts.progress
-                ),
+                lambda: self._encode_pool([r.to_item(self.root) for r in recs]),
             )
             self.encode_s += time.perf_counter() - t0
             self.pools[file] = _Pool(file, recs, emb)
