@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.omniret-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean browser serve
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,15 +16,24 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
 	$(PY) -c "import torch; print('torch==' + torch.__version__)" > .constraints.txt
-	$(PIP) install -c .constraints.txt -e ".[dev,serve,train,eval,fast]"
+	$(PIP) install -c .constraints.txt -e ".[dev,serve,train,eval,pgvector,qdrant,ray,fast]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# headless Chromium for the web-page test (tests/integration/test_serve_browser.py): Debian's package, as root
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "warning: chromium is missing and could not be installed (run as root: apt-get install chromium)"
 
 demo: $(STAMP)
 	$(PY) -m omniret.demo
 
-test: $(STAMP)
+serve: demo
+	$(PY) -m omniret serve --index demo-index
+
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 lint: $(STAMP)

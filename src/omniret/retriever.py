@@ -1,6 +1,7 @@
 """Encoder + index (+ an optional reranker): index a corpus, search it with any query.
 
 >>> r = Retriever.create("my-index", "default")          # or Retriever.open("my-index")
+>>> r = Retriever.create("postgresql://localhost/db#docs", backend="pgvector")   # any registered backend
 >>> r.index_corpus("photos/")                            # incremental: only new/changed files are encoded
 >>> r.search("a red apple", k=5, modality="image")
 """
@@ -17,20 +18,28 @@ import numpy as np
 
 from omniret.data.corpus import load_corpus, plan_update
 from omniret.data.scan import Skip, SkipReport
-from omniret.encoders import Encoder, load_encoder
+from omniret.encoders import Encoder, load_encoder, open_reference
 from omniret.errors import OmniretError
-from omniret.index import FlatIndex, Record, is_index_dir
+from omniret.index import Index, Manifest, Record, create_index, index_exists, open_index
+from omniret.index.backends import scheme_backend
 from omniret.index.flat import check_k
 from omniret.index.generations import foreign_entries
+from omniret.rerank.base import Reranker
 from omniret.types import Hit, Item
 
 Query = Item | str
 
 
-class Reranker(Protocol):
-    """Hook for a second-stage scorer (MLLM reranking): reorders / rescores first-stage hits."""
+class EncodeEngine(Protocol):
+    """Where documents are encoded: ``None`` means in this process; :class:`omniret.integrations.ray.RayEngine`
+    spreads the work over a Ray cluster. Yields ``(vectors (n, D), records)`` chunks to upsert."""
 
-    def rerank(self, query: Item, hits: list[Hit]) -> list[Hit]: ...
+    def encode_documents(
+        self, encoder: Encoder, items: Sequence[Item], batch_size: int
+    ) -> Iterable[tuple[np.ndarray, list[Record]]]: ...
+
+    def done(self) -> None:
+        """Called once every chunk is stored durably (the engine may drop its intermediate files)."""
 
 
 @dataclass
@@ -114,12 +123,10 @@ def _reason(e: Exception, item: Item) -> str:
     return " ".join(msg.split())
 
 
-def _encoder_ref(encoder: Encoder | str | os.PathLike) -> str:
-    """How the manifest will name the encoder for reloading: a registered name or an absolute directory."""
-    if isinstance(encoder, Encoder):
-        return str(getattr(encoder, "source", None) or encoder.name)
-    p = Path(encoder).expanduser()
-    return str(p.resolve()) if p.is_dir() else str(encoder)
+def _encoder_ref(encoder: Encoder) -> str:
+    """How the manifest names the encoder for reopening: the ``source`` ``load_encoder`` recorded (registered
+    name, absolute directory or JSON reference); an encoder built directly falls back to its name."""
+    return encoder.source or encoder.name
 
 
 def _skipped_ids(skips: SkipReport, source: str | None) -> set[str]:
@@ -131,69 +138,92 @@ def _skipped_ids(skips: SkipReport, source: str | None) -> set[str]:
 
 
 class Retriever:
-    """Searches ``index`` with queries embedded by ``encoder``; ``reranker`` (optional) reorders hits."""
+    """Searches ``index`` with queries embedded by ``encoder``; ``reranker`` (optional, see
+    :mod:`omniret.rerank`) reorders the top ``rerank_k`` hits (all returned hits when ``None``)."""
 
-    def __init__(self, encoder: Encoder, index: FlatIndex, reranker: Reranker | None = None) -> None:
+    def __init__(self, encoder: Encoder, index: Index, reranker: Reranker | None = None,
+                 rerank_k: int | None = None) -> None:
         index.check_encoder(encoder)
         self.encoder = encoder
         self.index = index
         self.reranker = reranker
+        self.rerank_k = rerank_k
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(
         cls,
-        index_dir: str | os.PathLike | None,
+        location: str | os.PathLike | None,
         encoder: Encoder | str = "default",
-        kind: str = "flat",
-        **hnsw: int,
+        kind: str | None = None,
+        backend: str = "local",
+        **options: Any,
     ) -> Retriever:
-        """A new, empty index (saved to ``index_dir`` by :meth:`index_corpus`; ``None`` keeps it in memory)."""
-        if index_dir is not None and is_index_dir(index_dir):
-            raise OmniretError(f"{index_dir}: an index already exists there; use Retriever.open()")
-        foreign = foreign_entries(Path(index_dir)) if index_dir is not None else []
+        """A new, empty index of ``backend`` at ``location`` (stored by :meth:`index_corpus`; ``None`` keeps a
+        local index in memory). ``kind`` defaults to the backend's own (``flat`` locally, ``hnsw`` in the
+        databases); ``options`` are the backend's index parameters (local: :class:`~omniret.index.ann.ANNParams`,
+        e.g. ``m=16, storage="int8"``; pgvector: ``m``, ``ef_construction``, ``ef_search``)."""
+        from omniret.index.backends import backend_class
+
+        if location is not None and index_exists(location, backend):
+            raise OmniretError(f"{location}: an index already exists there; use Retriever.open()")
+        is_dir = location is not None and scheme_backend(os.fspath(location)) is None
+        foreign = foreign_entries(Path(location)) if is_dir and backend == "local" else []
         if foreign:
             raise OmniretError(
-                f"{index_dir}: folder is not empty and holds no omniret index ({', '.join(foreign[:3])}"
+                f"{location}: folder is not empty and holds no omniret index ({', '.join(foreign[:3])}"
                 f"{', ...' if len(foreign) > 3 else ''}); index into a new or empty folder"
             )
-        ref = _encoder_ref(encoder)
         enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
-        index = FlatIndex(
-            enc.dim,
+        ref = _encoder_ref(enc)
+        manifest = Manifest(
             encoder_name=enc.name,
             recipe_hash=enc.recipe_hash,
+            dim=enc.dim,
+            kind=kind or backend_class(backend).default_kind,
             encoder_ref=ref,
-            kind=kind,
-            hnsw=hnsw,
-            path=index_dir,
         )
-        return cls(enc, index)
+        return cls(enc, create_index(location, manifest, backend, **options))
 
     @classmethod
-    def open(
-        cls, index_dir: str | os.PathLike, encoder: Encoder | str | None = None, **encoder_options: Any
-    ) -> Retriever:
-        """Open an index; without ``encoder``, load the one its manifest names (with ``encoder_options``, e.g.
-        ``precision="int8"``). A different encoder (name or recipe hash) is an
-        :class:`~omniret.errors.IndexMismatchError`."""
-        index = FlatIndex.open(index_dir)
+    def open(cls, location: str | os.PathLike, encoder: Encoder | str | None = None,
+             reranker: Reranker | str | None = None, rerank_k: int | None = None,
+             **encoder_options: Any) -> Retriever:
+        """Open the index at ``location`` (any backend; see :mod:`omniret.index.backends`); without
+        ``encoder``, load the one its manifest names (with ``encoder_options``, e.g. ``precision="int8"``). A different encoder (name or recipe hash) is an
+        :class:`~omniret.errors.IndexMismatchError`. ``reranker`` may be a model directory for
+        :func:`omniret.rerank.load_reranker`."""
+        index = open_index(location)
         if encoder is None:
             encoder = index.manifest.encoder_ref or index.manifest.encoder_name
-        enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder, **encoder_options)
-        return cls(enc, index)
+        enc = encoder if isinstance(encoder, Encoder) else open_reference(str(encoder), **encoder_options)
+        if isinstance(reranker, (str, os.PathLike)):
+            from omniret.rerank import load_reranker
+
+            reranker = load_reranker(reranker)
+        return cls(enc, index, reranker, rerank_k)
 
     @classmethod
     def open_or_create(
-        cls, index_dir: str | os.PathLike, encoder: Encoder | str | None = None, kind: str | None = None
+        cls,
+        location: str | os.PathLike,
+        encoder: Encoder | str | None = None,
+        kind: str | None = None,
+        backend: str | None = None,
+        **options: Any,
     ) -> Retriever:
-        """Open ``index_dir`` if it holds an index (switching its ``kind`` if given), else create one."""
-        if is_index_dir(index_dir):
-            r = cls.open(index_dir, encoder)
+        """Open ``location`` if it holds an index (switching its ``kind`` if given), else create one of
+        ``backend`` (default ``local``) with index parameters ``options``."""
+        if index_exists(location, backend):
+            if options:
+                raise OmniretError(f"{location}: index parameters {sorted(options)} apply to a new index only")
+            r = cls.open(location, encoder)
+            if backend is not None and r.index.backend != backend:
+                raise OmniretError(f"{location}: holds a {r.index.backend} index, not {backend}")
             if kind is not None:
                 r.index.set_kind(kind)
             return r
-        return cls.create(index_dir, encoder or "default", kind=kind or "flat")
+        return cls.create(location, encoder or "default", kind=kind, backend=backend or "local", **options)
 
     # ------------------------------------------------------------------ indexing
     def index_corpus(
@@ -207,6 +237,7 @@ class Retriever:
         strict: bool = False,
         follow_symlinks: bool = False,
         allow_mass_delete: bool = False,
+        engine: EncodeEngine | None = None,
     ) -> IndexReport:
         """Index a folder, a candidate ``.jsonl`` or Items (each with an ``id``), incrementally.
 
@@ -216,7 +247,8 @@ class Retriever:
         unless ``allow_mass_delete``. Bad inputs (unreadable or unsafe files, corrupt images, malformed JSONL
         lines) are skipped and listed in the report's ``skipped``; ``strict=True`` raises on the first one
         instead and changes nothing. Symlinks leaving the folder are followed only with
-        ``follow_symlinks``. Saves the index atomically when it has a directory.
+        ``follow_symlinks``. Saves the index when it has a location. ``engine`` encodes elsewhere (e.g. on
+        Ray; its inputs must all be readable); default: here, in chunks of ``batch_size``.
         """
         skips = SkipReport(strict=strict)
         items, src = load_corpus(source, exclude, follow_symlinks=follow_symlinks, report=skips)
@@ -231,7 +263,10 @@ class Retriever:
                 f"pass --allow-mass-delete (allow_mass_delete=True) if that is intended"
             )
         added, updated = plan.added, plan.updated
-        if plan.to_encode:
+        if plan.to_encode and engine is not None:
+            for vecs, records in engine.encode_documents(self.encoder, plan.to_encode, batch_size):
+                self.index.upsert(vecs, records)
+        elif plan.to_encode:
             vecs, done = encode_skipping(self.encoder, plan.to_encode, skips, batch_size, progress)
             done_ids = {d.id for d in done}
             failed = [it.id for it in plan.to_encode if it.id not in done_ids]
@@ -240,8 +275,10 @@ class Retriever:
             if done:
                 self.index.upsert(vecs, [Record.from_item(it) for it in done])
         removed = self.index.remove(plan.removed)
-        if save and self.index.path is not None and (self.index.dirty or not is_index_dir(self.index.path)):
+        if save and self.index.location is not None and self.index.pending:
             self.index.save()
+        if engine is not None:
+            engine.done()
         return IndexReport(added, updated, removed, plan.unchanged, len(self.index), skips.skipped)
 
     # ------------------------------------------------------------------ search
@@ -251,12 +288,16 @@ class Retriever:
         k: int = 10,
         instruction: str | None = None,
         modality: str | Sequence[str] | None = None,
+        rerank_k: int | None = None,
+        task: str | int | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Top-``k`` hits for one query (``list[Hit]``) or for a list of queries (``list[list[Hit]]``).
 
         A ``str`` is a text query; an :class:`Item` may hold an image, text or both. ``instruction`` applies
         to queries that carry none. ``modality`` restricts results to ``"text"``, ``"image"``,
-        ``"image,text"`` or a list of them.
+        ``"image,text"`` or a list of them. With a reranker, the best ``rerank_k`` (default: the
+        retriever's ``rerank_k``, else every returned hit) first-stage hits are reordered by it (``task``
+        picks its prompt) and the first ``k`` returned; fewer than ``rerank_k`` hits is an error.
         """
         k = check_k(k)  # before any model work
         single = isinstance(query, (Item, str))
@@ -265,13 +306,16 @@ class Retriever:
         queries = [query] if single else list(query)
         if not queries:
             return []
+        rk = rerank_k or self.rerank_k  # None: rerank every returned hit
+        depth = max(k, rk or 0) if self.reranker is not None else k
         q = self.encoder.encode_queries(queries, instruction=instruction)
-        results = self.search_vectors(q, k=k, modality=modality)
+        results = self.search_vectors(q, k=depth, modality=modality)
         if self.reranker is not None:
             items = [x if isinstance(x, Item) else Item(x) for x in queries]
             if instruction:
                 items = [it if it.instruction else it.with_instruction(instruction) for it in items]
-            results = [self.reranker.rerank(it, hits) for it, hits in zip(items, results, strict=True)]
+            results = [self.reranker.rerank(it, hits, k=rk, task=task)[:k]
+                       for it, hits in zip(items, results, strict=True)]
         return results[0] if single else results
 
     def search_vectors(
@@ -281,5 +325,5 @@ class Retriever:
         return self.index.search(vectors, k=k, modality=modality)
 
     def info(self) -> dict[str, Any]:
-        """Manifest facts plus per-modality document counts (see :meth:`FlatIndex.info`)."""
+        """Manifest facts plus per-modality document counts (see :meth:`Index.info`)."""
         return self.index.info()

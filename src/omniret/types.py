@@ -156,7 +156,9 @@ class Item:
 
 @dataclass
 class Hit:
-    """One search result. ``txt`` / ``img_path`` describe the stored document for display."""
+    """One search result. ``txt`` / ``img_path`` (the first image) / ``img_paths`` (every image, in order)
+    describe the stored document for display; ``score`` is the retrieval score, ``rerank_score`` the
+    reranker's (``None`` when the hit was not reranked)."""
 
     id: str
     score: float
@@ -164,14 +166,18 @@ class Hit:
     txt: str | None = None
     img_path: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    rerank_score: float | None = None
+    img_paths: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "score": float(self.score),
+            "rerank_score": None if self.rerank_score is None else float(self.rerank_score),
             "modality": self.modality,
             "txt": self.txt,
             "img_path": self.img_path,
+            "img_paths": list(self.img_paths),
             "metadata": self.metadata,
         }
 

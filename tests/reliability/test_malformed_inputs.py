@@ -292,8 +292,8 @@ MANIFEST_CASES = [
     ("count-str", {"count": "3"}, "count must be a non-negative integer, got '3'"),
     ("kind", {"kind": "ivf"}, "unknown index kind 'ivf'"),
     ("checksums", {"checksums": ["x"]}, "params and checksums must be JSON objects"),
-    ("params", {"params": {"M": 3}}, "bad HNSW parameters"),
-    ("params-neg", {"params": {"m": -3}}, "bad HNSW parameters"),
+    ("params", {"params": {"M": 3}}, "bad index parameters"),
+    ("params-neg", {"params": {"m": -3}}, "bad index parameters"),
     ("count-off", {"count": 5}, r"vectors.npy: shape \(7, 24\) float32, manifest says \(5, 24\)"),
     ("dim-off", {"dim": 25}, r"vectors.npy: shape \(7, 24\) float32, manifest says \(7, 25\)"),
     ("no-encoder", {"encoder_name": None}, "manifest is missing fields"),
@@ -307,7 +307,7 @@ MANIFEST_RAW_CASES = [
 
 CLI_CASES = [
     ("index-missing", ["index", "{tmp}/missing", "--index", "{ix}"], "missing: no such folder or file"),
-    ("kind", ["index", "{corpus}", "--index", "{ix}", "--kind", "ivf"], "--kind must be flat or hnsw, got 'ivf'"),
+    ("kind", ["index", "{corpus}", "--index", "{ix}", "--kind", "ivf"], "--kind must be one of flat, hnsw, ivfpq, got 'ivf'"),
     ("k0", ["search", "x", "--index", "{ix}", "-k", "0"], "Invalid value for '-k'"),
     ("k-float", ["search", "x", "--index", "{ix}", "-k", "2.7"], "Invalid value for '-k' / '--top-k': Input should be a valid integer"),
     ("no-query", ["search", "--index", "{ix}"], "nothing to search for"),

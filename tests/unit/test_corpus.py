@@ -166,9 +166,9 @@ def test_retriever_search_and_mismatch(folder, tmp_path, encoder):
     assert all(h.modality == "text" for h in r.search("coffee", k=5, modality="text"))
     want = [h.id for h in r.search("coffee", k=5)]
 
-    class Reverse:  # the reranker hook: whatever it returns is what search returns
-        def rerank(self, query, hits):
-            assert query.text == "coffee"
+    class Reverse:  # the reranker hook (omniret.rerank.Reranker): whatever it returns is what search returns
+        def rerank(self, query, hits, k=None, task=None):
+            assert query.text == "coffee" and k is None and task is None
             return hits[::-1]
 
     r.reranker = Reverse()

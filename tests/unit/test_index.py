@@ -141,7 +141,7 @@ def test_manifest_mismatch_and_dim_errors(tmp_path):
         ix.add(np.zeros((1, 4), np.float32), recs(1, start=99))
     with pytest.raises(OmniretError, match="not an omniret index"):
         FlatIndex.open(tmp_path)
-    with pytest.raises(OmniretError, match=r"unknown HNSW parameter\(s\) \['M'\]"):
+    with pytest.raises(OmniretError, match=r"unknown index parameter\(s\) \['M'\]"):
         FlatIndex(DIM, encoder_name="e", recipe_hash="h", kind="hnsw", hnsw={"M": 8})
     with pytest.raises(OmniretError, match="unknown index kind 'ivf'"):
         FlatIndex(DIM, encoder_name="e", recipe_hash="h", kind="ivf")

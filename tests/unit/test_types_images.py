@@ -72,7 +72,8 @@ def test_as_items_and_hit_dict():
     with pytest.raises(DataError, match="item 0: expected Item or str, got int"):
         as_items([1])  # type: ignore[list-item]
     h = Hit(id="x", score=0.5, modality="text", txt="t")
-    assert h.to_dict() == {"id": "x", "score": 0.5, "modality": "text", "txt": "t", "img_path": None, "metadata": {}}
+    assert h.to_dict() == {"id": "x", "score": 0.5, "rerank_score": None, "modality": "text", "txt": "t",
+                           "img_path": None, "img_paths": [], "metadata": {}}
 
 
 # ----------------------------------------------------------------------------------------- images

@@ -18,12 +18,14 @@ app = typer.Typer(
 
 _COMMAND_MODULES = [
     "omniret.cli.corpus",  # index, search, info
+    "omniret.cli.transfer",  # export, import (between index backends)
     "omniret.cli.models",  # models
     "omniret.cli.eval",  # eval mbeir|mmeb|beir
     "omniret.cli.lodo",  # eval lodo (leave-one-domain-out)
     "omniret.cli.data",  # data build emoji|wordnet
     "omniret.cli.train",  # train CONFIG.yaml
     "omniret.cli.mine",  # mine (modality-aware hard negatives)
+    "omniret.cli.serve",  # serve (HTTP API + web page)
 ]
 
 for _mod in _COMMAND_MODULES:

@@ -13,7 +13,41 @@ from omniret.errors import OmniretError
 
 #: exit code of `omniret index` when it indexed and saved the good inputs but skipped some (listed on stderr)
 SKIPPED_EXIT = 3
-INDEX_OPT = typer.Option(..., "--index", "-i", help="Index directory.", show_default=False)
+INDEX_OPT = typer.Option(
+    ..., "--index", "-i", show_default=False,
+    help="Index location: a directory (local or embedded Qdrant), postgresql://...#name or http://qdrant:6333#name.",
+)
+BACKEND_OPT = typer.Option(None, "--backend", help="New index: local (faiss, default), pgvector or qdrant.")
+URL_OPT = typer.Option(
+    None, "--url", help="Database for --backend pgvector (postgresql://...) or a Qdrant server (http://...); "
+    "--index then names the table / collection."
+)
+
+
+def resolve_location(index: str, backend: str | None, url: str | None) -> str:
+    """The index location that ``--index/--backend/--url`` spell (see omniret.index.backends)."""
+    from omniret.index import BACKENDS, location_for
+
+    if backend is not None and backend not in BACKENDS:
+        raise OmniretError(f"--backend must be one of {', '.join(BACKENDS.names())}, got {backend!r}")
+    if url is not None and backend is None:
+        raise OmniretError("--url needs --backend pgvector or --backend qdrant")
+    return location_for(index, backend or "local", url)
+
+
+def encode_engine(engine: str, address: str | None, workers: int, gpus: float):
+    """``None`` (encode in this process) or a :class:`~omniret.integrations.ray.RayEngine`."""
+    if engine == "local":
+        if address is not None or workers != 1 or gpus:
+            raise OmniretError("--address, --workers and --gpus-per-worker need --engine ray")
+        return None
+    if engine != "ray":
+        raise OmniretError(f"--engine must be local or ray, got {engine!r}")
+    try:
+        from omniret.integrations.ray import RayEngine
+    except ImportError as e:  # pragma: no cover - the ray extra is installed by make install
+        raise OmniretError(f"--engine ray needs `pip install omniret[ray]` ({e})") from e
+    return RayEngine(workers=workers, gpus_per_worker=gpus, address=address)
 
 
 def _shorten(s: str | None, n: int = 80) -> str:
@@ -39,10 +73,15 @@ def quiet_model_loading() -> None:
 
 def index_cmd(
     path: Path = typer.Argument(..., help="A folder of images/texts or a candidate .jsonl file."),
-    index: Path = INDEX_OPT,
+    index: str = INDEX_OPT,
+    backend: str | None = BACKEND_OPT,
+    url: str | None = URL_OPT,
     model: str | None = typer.Option(None, "--model", "-m", help="Encoder name or directory [new index: default]."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Documents per encoder batch."),
-    kind: str | None = typer.Option(None, "--kind", help="flat (exact) or hnsw [new index: flat]."),
+    kind: str | None = typer.Option(
+        None, "--kind", help="flat (exact), hnsw or ivfpq (local only) [new index: the backend's default]."
+    ),
+    storage: str | None = typer.Option(None, "--storage", help="New local ANN index: fp32, fp16 or int8 vectors."),
     exclude: list[str] | None = typer.Option(
         None, "--exclude", "-x", help="Glob of files to skip, on relative path or name (repeatable)."
     ),
@@ -54,20 +93,27 @@ def index_cmd(
     allow_mass_delete: bool = typer.Option(
         False, "--allow-mass-delete", help="Allow removing most or all documents of PATH (e.g. it is now empty)."
     ),
+    engine: str = typer.Option("local", "--engine", help="Encode here (local) or on a Ray cluster (ray)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto, ray://...) [start locally]."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Ray: encoder actors (one model each)."),
+    gpus_per_worker: float = typer.Option(0, "--gpus-per-worker", min=0, help="Ray: GPUs per actor."),
 ) -> None:
     """Index PATH into --index DIR; when DIR exists only new or changed documents are encoded.
 
     Bad files are skipped and listed at the end; the good ones are indexed and saved, and the exit code is 3.
     """
+    from omniret.index import KINDS
     from omniret.retriever import Retriever
 
     if not path.exists():
         raise OmniretError(f"{path}: no such folder or file")
-    if kind is not None and kind not in ("flat", "hnsw"):
-        raise OmniretError(f"--kind must be flat or hnsw, got {kind!r}")
+    if kind is not None and kind not in KINDS:
+        raise OmniretError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    location = resolve_location(index, backend, url)
+    runner = encode_engine(engine, address, workers, gpus_per_worker)
     t0 = time.perf_counter()
     quiet_model_loading()
-    r = Retriever.open_or_create(index, model, kind)
+    r = Retriever.open_or_create(location, model, kind, backend, **({"storage": storage} if storage else {}))
     show = not quiet and sys.stdout.isatty()
     report = r.index_corpus(
         path,
@@ -77,9 +123,12 @@ def index_cmd(
         strict=strict,
         follow_symlinks=follow_symlinks,
         allow_mass_delete=allow_mass_delete,
+        engine=runner,
     )
     dt = time.perf_counter() - t0
-    typer.echo(clean(f"{index}: {report} [{r.index.kind}, encoder {r.encoder.name}, {dt:.1f}s]", one_line=True))
+    r.index.close()
+    where, ix = r.index.location, r.index
+    typer.echo(clean(f"{where}: {report} [{ix.kind}, encoder {r.encoder.name}, {ix.backend}, {dt:.1f}s]", one_line=True))
     if report.skipped:
         typer.echo(f"skipped {len(report.skipped)} input(s) (everything else was indexed and saved):", err=True)
         for s in report.skipped:
@@ -89,7 +138,7 @@ def index_cmd(
 
 def search_cmd(
     text: str | None = typer.Argument(None, help="Query text (optional with --image)."),
-    index: Path = INDEX_OPT,
+    index: str = INDEX_OPT,
     image: Path | None = typer.Option(None, "--image", help="Query image (alone or with TEXT)."),
     instruction: str | None = typer.Option(None, "--instruction", help="Task instruction for the query."),
     modality: list[str] | None = typer.Option(
@@ -97,11 +146,19 @@ def search_cmd(
     ),
     k: int = typer.Option(10, "-k", "--top-k", min=1, max=100_000, help="Number of results."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of hits."),
+    rerank: str | None = typer.Option(
+        None, "--rerank", help="Rerank with this MLLM (HF-layout directory of LLaVA-Next / Qwen2-VL / Qwen2.5-VL)."
+    ),
+    rerank_k: int = typer.Option(10, "--rerank-k", min=1, help="How many top hits the reranker reorders."),
+    rerank_template: str | None = typer.Option(
+        None, "--rerank-template", help="Rerank prompt: a template name, an M-BEIR task id, or text with {query} "
+        "and {document}."
+    ),
     precision: str | None = typer.Option(
         None, "--precision", help="Encoder precision: fp32, bf16, fp16, or int8 (default model, CPU) [fp32]."
     ),
 ) -> None:
-    """Search an index with text, an image, or both."""
+    """Search an index with text, an image, or both; optionally rerank the top hits with an MLLM."""
     from omniret.index import parse_modalities
     from omniret.retriever import Retriever
     from omniret.types import Item
@@ -114,8 +171,18 @@ def search_cmd(
     parse_modalities(mods)  # fail before loading a model
     quiet_model_loading()
     r = Retriever.open(index, **({"precision": precision} if precision else {}))
+    task = None
+    if rerank is not None:
+        from omniret.rerank import load_reranker, resolve_template
+
+        if rerank_template is not None and "{document}" not in rerank_template:
+            task, rerank_template = rerank_template, None
+        resolve_template(rerank_template, task)  # fail on a bad template before loading the model
+        r.reranker = load_reranker(rerank, template=rerank_template)
+        r.rerank_k = rerank_k
     query = Item(text or None, image=str(image) if image is not None else None)
-    hits = r.search(query, k=k, instruction=instruction, modality=mods)
+    hits = r.search(query, k=k, instruction=instruction, modality=mods, task=task)
+    r.index.close()
     if as_json:
         typer.echo(json_text([h.to_dict() for h in hits], indent=2))
         return
@@ -135,22 +202,29 @@ def print_hits(hits, title: str = "") -> None:
     table = Table(title=cell(title, one_line=True), title_justify="left", show_lines=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
+    reranked = any(h.rerank_score is not None for h in hits)
+    if reranked:
+        table.add_column("rerank", justify="right", no_wrap=True)
     table.add_column("id", no_wrap=True)
     table.add_column("modality", no_wrap=True)
     table.add_column("text")  # the only column that wraps, so ids and scores stay whole
     for i, h in enumerate(hits, 1):
-        table.add_row(str(i), f"{h.score:.4f}", cell(h.id, True), h.modality, cell(_shorten(clean(h.txt or "", True), 60)))
+        rr = ([] if not reranked else ["" if h.rerank_score is None else f"{h.rerank_score:.4f}"])
+        table.add_row(str(i), f"{h.score:.4f}", *rr, cell(h.id, True), h.modality,
+                      cell(_shorten(clean(h.txt or "", True), 60)))
     Console().print(table)
 
 
 def info_cmd(
-    index: Path = INDEX_OPT,
+    index: str = INDEX_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print the facts as JSON."),
 ) -> None:
-    """Describe an index: encoder, recipe hash, dimension, kind, document counts."""
-    from omniret.index import FlatIndex
+    """Describe an index: backend, encoder, recipe hash, dimension, kind, document counts."""
+    from omniret.index import open_index
 
-    facts = FlatIndex.open(index).info()
+    ix = open_index(index)
+    facts = ix.info()
+    ix.close()
     if as_json:
         typer.echo(json_text(facts, indent=2))
         return
@@ -159,7 +233,7 @@ def info_cmd(
 
     table = Table(show_header=False, title=cell(f"index {index}", True), title_justify="left")
     for key, val in facts.items():
-        if key in ("created", "updated"):
+        if key in ("created", "updated") and val is not None:
             val = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(val))
         elif isinstance(val, dict):
             val = ", ".join(f"{k}: {v}" for k, v in val.items())

@@ -44,6 +44,23 @@ def _cache(cache_dir: Path | None, no_cache: bool) -> Path | None:
     return None if no_cache else (cache_dir or default_cache_dir())
 
 
+_RERANK = typer.Option(None, "--rerank", help="Also rerank each query's top hits with this MLLM directory.")
+_RERANK_K = typer.Option(10, "--rerank-k", min=1, help="How many top hits the reranker reorders.")
+_RERANK_TPL = typer.Option(None, "--rerank-template", help="One rerank prompt for every task (default: per task).")
+
+
+def _stage(model: str | None, k: int, template: str | None, device: str | None):
+    """The reranked stage, or None; a bad template fails before any model loads."""
+    if model is None:
+        return None
+    from omniret.eval.rerank_stage import RerankStage
+    from omniret.rerank import load_reranker, resolve_template
+
+    if template is not None:
+        resolve_template(template)
+    return RerankStage(load_reranker(model, template=template, **({"device": device} if device else {})), k)
+
+
 def _print_table(title: str, header: list[str], rows: list[list[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -76,8 +93,17 @@ def mbeir(
     device: str = _DEVICE,
     precision: str = _PRECISION,
     threads: int = _THREADS,
+    rerank: str = _RERANK,
+    rerank_k: int = _RERANK_K,
+    rerank_template: str = _RERANK_TPL,
+    engine: str = typer.Option("local", "--engine", help="Encode pools here (local) or on a Ray cluster (ray)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (auto, ray://...)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Ray: encoder actors (one model each)."),
+    gpus_per_worker: float = typer.Option(0, "--gpus-per-worker", min=0, help="Ray: GPUs per actor."),
 ) -> None:
-    """Recall@1/5/10 (UniIR hit@k) and modality accuracy per task, on the local and/or global pool."""
+    """Recall@1/5/10 (UniIR hit@k) and modality accuracy per task, on the local and/or global pool; with
+    --rerank also the reranked stage (and mAP@k for tasks with several positives), side by side."""
+    from omniret.cli.corpus import encode_engine
     from omniret.eval.preflight import preflight_mbeir
     from omniret.eval.report import write_mbeir_report
     from omniret.eval.runner import MBeirOptions, evaluate_mbeir
@@ -87,17 +113,27 @@ def mbeir(
         split=split, tasks=_split_list(tasks), pools=pools, instruction_mode=instruction_mode, seed=seed,
         batch_size=batch_size, cache_dir=_cache(cache_dir, no_cache), skip_missing_images=skip_missing_images,
         progress=True, allow_missing_positives=allow_missing_positives,
+        engine=encode_engine(engine, address, workers, gpus_per_worker),
     )
     opts.validate()
     # every task's files are checked before spending time loading the model
     preflight_mbeir(root, split, opts.tasks, tuple(opts.pools), instruction_mode)
-    res = write_mbeir_report(out, evaluate_mbeir(root, _encoder(model, device, precision, threads), opts, out=out))
+    stage = _stage(rerank, rerank_k, rerank_template, device)
+    res = write_mbeir_report(out, evaluate_mbeir(root, _encoder(model, device, precision, threads), opts, out=out,
+                                                 rerank=stage))
     rows = [[e["name"], e["pool"], e["n_queries"], f"{100 * e['recall@1']:.1f}", f"{100 * e['recall@5']:.1f}",
              f"{100 * e['recall@10']:.1f}", f"{100 * e['modality_accuracy@1']:.1f}"] for e in res["tasks"]]
     for p, avg in res["average"].items():
         rows.append(["average", p, "", f"{100 * avg['recall@1']:.1f}", f"{100 * avg['recall@5']:.1f}",
                      f"{100 * avg['recall@10']:.1f}", f"{100 * avg['modality_accuracy@1']:.1f}"])
     _print_table(f"M-BEIR: {res['model']['name']}", ["task", "pool", "n", "R@1", "R@5", "R@10", "MA@1"], rows)
+    if stage is not None:
+        first = {(e["name"], e["pool"]): e for e in res["tasks"]}
+        rows = [[e["name"], e["pool"], *[f"{100 * first[(e['name'], e['pool'])][m]:.1f} → {100 * e[m]:.1f}"
+                                         for m in ("recall@1", "recall@5", "recall@10")],
+                 f"{100 * e['map@5']:.1f}" if "map@5" in e else ""] for e in res["rerank"]["tasks"]]
+        _print_table(f"reranked top {rerank_k} by {res['rerank']['model']}",
+                     ["task", "pool", "R@1", "R@5", "R@10", "mAP@5"], rows)
     typer.echo(f"wrote {out / 'results.json'}, {out / 'results.md'} and {len(res['tasks'])} runs in {out / 'runs'}")
 
 
@@ -113,19 +149,29 @@ def mmeb(
     device: str = _DEVICE,
     precision: str = _PRECISION,
     threads: int = _THREADS,
+    rerank: str = _RERANK,
+    rerank_k: int = _RERANK_K,
+    rerank_template: str = _RERANK_TPL,
 ) -> None:
-    """hit@1 over each query's own candidates; per data set, meta-task, IND/OOD and overall."""
+    """hit@1 over each query's own candidates; per data set, meta-task, IND/OOD and overall (and after
+    reranking each query's top candidates with --rerank)."""
     from omniret.data.mmeb import dataset_files
     from omniret.eval.mmeb_runner import evaluate_mmeb
     from omniret.eval.report import write_simple_report
 
     dataset_files(root)  # fail on a bad root before loading the model
+    stage = _stage(rerank, rerank_k, rerank_template, device)
     res = evaluate_mmeb(root, _encoder(model, device, precision, threads), _split_list(datasets), image_root, batch_size,
-                        skip_missing_images, progress=True, out=out)
+                        skip_missing_images, progress=True, out=out, rerank=stage)
     write_simple_report(out, res, "MMEB", "datasets", ["name", "meta_task", "split", "n_queries", "hit@1"])
     rows = [[d["name"], d["meta_task"], d["split"], d["n_queries"], f"{100 * d['hit@1']:.1f}"] for d in res["datasets"]]
     rows += [["overall", "", "", "", f"{100 * res['overall']:.1f}"]]
     _print_table(f"MMEB: {res['model']['name']}", ["data set", "meta-task", "split", "n", "hit@1"], rows)
+    if stage is not None:
+        first = {d["name"]: d["hit@1"] for d in res["datasets"]}
+        rows = [[d["name"], f"{100 * first[d['name']]:.1f} → {100 * d['hit@1']:.1f}"] for d in res["rerank"]["datasets"]]
+        rows += [["overall", f"{100 * res['overall']:.1f} → {100 * res['rerank']['overall']:.1f}"]]
+        _print_table(f"reranked top {rerank_k} by {res['rerank']['model']}", ["data set", "hit@1 retr → rerank"], rows)
     typer.echo(f"wrote {out / 'results.json'}")
 
 

@@ -59,7 +59,7 @@ from omniret.encoders.minilm import (
     minilm_identity,
 )
 from omniret.encoders.onnx_runtime import OrtImageTower, OrtTextTower, onnx_available, require_onnx
-from omniret.encoders.saved import read_saved_config, save_dir
+from omniret.encoders.saved import read_saved_config
 from omniret.errors import OmniretError
 from omniret.io import atomic_open
 from omniret.types import Item
@@ -93,16 +93,6 @@ def _cpu_has_native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise OmniretError(f"device {device!r} is not a torch device ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise OmniretError(f"device {device!r} requested but CUDA is not available here")
-    return dev
 
 
 def _cache_root() -> Path:
@@ -143,8 +133,7 @@ class ConseMiniEncoder(Encoder):
             raise OmniretError(f"templates must be non-empty and each contain '{{}}', got {templates!r}")
         if not 8 <= int(max_length) <= 512:
             raise OmniretError(f"max_length must be in 8..512, got {max_length}")
-        self.device = _check_device(device)
-        self.precision = precision
+        self.set_runtime(device, precision)
         self.runtime = runtime
         if (precision == "int8" or runtime == "onnx") and self.device.type != "cpu":
             raise OmniretError(f"precision {precision!r} / runtime {runtime!r} run on CPU only (ONNX Runtime)")
@@ -192,12 +181,12 @@ class ConseMiniEncoder(Encoder):
             "image_query_instruction": "ignored",
         }
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write ``omniret.json`` so ``load_encoder(path)`` rebuilds this encoder with the same options."""
+    def save_files(self, out: Path) -> dict[str, Any]:
+        """Nothing but ``omniret.json``: the options rebuild this encoder from the packaged weights."""
         opts = self.options()
         if self.text_path != default_minilm_path():
             opts["text_model"] = str(self.text_path)
-        return save_dir(path, {"family": self.family, "name": self.name, "options": opts, "recipe": self.recipe()})
+        return {"family": self.family, "name": self.name, "options": opts, "recipe": self.recipe()}
 
     # ----------------------------------------------------------------- runtimes (lazy towers)
     def uses_onnx(self) -> bool:
@@ -236,6 +225,13 @@ class ConseMiniEncoder(Encoder):
             if self._ort_vision is None:
                 self._ort_vision = OrtImageTower()
         return self._ort_vision.logits(pixels)
+
+    def set_runtime(self, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
+        """The base class's checks, plus ``int8`` (this encoder's ONNX Runtime precision, CPU only)."""
+        if precision not in CONSE_PRECISIONS:
+            raise OmniretError(f"precision {precision!r} is not one of {', '.join(CONSE_PRECISIONS)}")
+        super().set_runtime(device, "fp32" if precision == "int8" else precision)
+        self.precision = precision
 
     def autocast(self):
         return contextlib.nullcontext() if self.precision == "int8" else super().autocast()

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from omniret.encoders.base import PRECISIONS, Encoder
+from omniret.encoders.base import Encoder
 from omniret.encoders.pooling import POOLERS, pool
-from omniret.encoders.saved import read_saved_config, save_dir
+from omniret.encoders.saved import read_saved_config, save_parts
 from omniret.errors import ConfigError, DataError
 from omniret.registry import Registry
 from omniret.types import ImagePart, Item
@@ -114,6 +114,19 @@ def qwen_fetch_resize(img: Image.Image, factor: int = 28, min_pixels: int = 4 * 
     return img.resize((wb, hb))
 
 
+def expand_image_tokens(ids: list[int], image_token_id: int, counts: list[int]) -> list[int]:
+    """Repeat the ``i``-th ``image_token_id`` in ``ids`` ``counts[i]`` times (one slot per visual feature)."""
+    out: list[int] = []
+    k = 0
+    for t in ids:
+        if t == image_token_id:
+            out.extend([t] * counts[k])
+            k += 1
+        else:
+            out.append(t)
+    return out
+
+
 def _load_images(items: list[Item]) -> list[Image.Image]:
     return [p.load() for it in items for p in it.parts if isinstance(p, ImagePart)]
 
@@ -158,11 +171,10 @@ class QwenVLEncoder(Encoder):
                  precision: str = "fp32", trust_remote_code: bool = False, base_model: str | None = None) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
-        _choice("precision", precision, PRECISIONS)
+        self.set_runtime(device, precision)
         self.path = Path(path)
         self.recipe_ = recipe
-        self.device = torch.device(device)
-        self.precision = precision
+        self.extra_length = recipe.num_tokens
         self.trust_remote_code = trust_remote_code
         self.name = name or str(self.path.resolve())
         weights, adapter = resolve_adapter(self.path, base_model)
@@ -210,9 +222,24 @@ class QwenVLEncoder(Encoder):
     def recipe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "dim": self.dim, **asdict(self.recipe_)}
 
-    def item_length(self, item: Item) -> int:
-        text = sum(len(t) for t in item.texts) + len(item.instruction or "")
-        return text // 4 + 256 * len(item.images) + self.recipe_.num_tokens + 1
+    # ----------------------------------------------------------------- training contract
+    def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def _qualified(self, globs: list[str]) -> list[str]:
+        """``globs`` over the HF model's names, as names of :meth:`trainable_module` (prefixed by ``model.``
+        when the family trains more than the HF model, e.g. ReMatch's token banks)."""
+        pre = "model." if len(self.trainable_parts()) > 1 else ""
+        return [pre + g for g in globs]
+
+    def param_roles(self) -> dict[str, list[str]]:
+        # Qwen2-VL: model.visual = ViT blocks + "merger" (the 2x2 patch-merging MLP projector into the LM)
+        return {"vision": self._qualified(["model.visual.*"]), "projector": self._qualified(["model.visual.merger.*"]),
+                "unused": self._qualified(["lm_head.*"])}
+
+    def lora_scope(self) -> tuple[str, list[str]]:
+        pre = self._qualified(["model.language_model"])[0]
+        return pre, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
     # ----------------------------------------------------------------- prepare (CPU, worker thread)
     def render(self, item: Item, is_query: bool) -> str:
@@ -235,14 +262,7 @@ class QwenVLEncoder(Encoder):
         if n_pads != len(counts):
             raise DataError(f"item {item.id or item.text!r}: template produced {n_pads} image placeholders for "
                             f"{len(counts)} images")
-        out: list[int] = []
-        k = 0
-        for t in ids:
-            if t == self.image_token_id:
-                out.extend([t] * counts[k])
-                k += 1
-            else:
-                out.append(t)
+        out = expand_image_tokens(ids, self.image_token_id, counts)
         if len(out) > self.recipe_.max_length:
             if self.image_token_id in out[self.recipe_.max_length:]:
                 raise DataError(f"item {item.id or item.text!r}: {len(out)} tokens exceed max_length="
@@ -331,10 +351,10 @@ class QwenVLEncoder(Encoder):
         return pool(self.recipe_.pooling, hidden, self.pool_mask(batch).to(hidden.device))
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
-        """Write HF-layout weights, tokenizer, image processor and ``omniret.json`` (family + recipe)."""
-        meta = {"family": self.family, "name": self.name, "recipe": asdict(self.recipe_)}
-        return save_dir(path, meta, self.model, self.tokenizer, self.image_processor)
+    def save_files(self, out: Path) -> dict[str, Any]:
+        """HF-layout weights, tokenizer and image processor; the recipe goes into ``omniret.json``."""
+        save_parts(out, self.model, self.tokenizer, self.image_processor)
+        return {"family": self.family, "name": self.name, "recipe": asdict(self.recipe_)}
 
 
 RUNTIME_OPTIONS = frozenset({"name", "device", "precision", "trust_remote_code", "base_model"})
@@ -358,4 +378,4 @@ def load_family(cls: type[QwenVLEncoder], path: str | Path, defaults: dict[str, 
 
 
 __all__ = ["MLLMRecipe", "QwenVLEncoder", "TEMPLATES", "IMAGE_PAD", "VISION_BLOCK", "load_family",
-           "qwen_fetch_resize", "instruction_for"]
+           "qwen_fetch_resize", "instruction_for", "expand_image_tokens"]

@@ -72,6 +72,21 @@ def ndcg_at_k(qrel: Qrel, ranked: Sequence[str], k: int) -> float:
     return dcg / idcg
 
 
+def average_precision_at_k(relevant: Qrel | Collection[str], ranked: Sequence[str], k: int) -> float:
+    """CIRCO's AP@k (Baldrati et al., arXiv 2303.15247, §5): ``sum_{i<=k} P@i * rel(i) / min(k, |relevant|)``,
+    for queries with several positives; with one positive it equals MRR@k."""
+    _check_k(k)
+    rel = _relevant(relevant)
+    if not rel:
+        return 0.0
+    found, total = 0, 0.0
+    for i, d in enumerate(ranked[:k]):
+        if d in rel:
+            found += 1
+            total += found / (i + 1)
+    return total / min(k, len(rel))
+
+
 def modality_accuracy_at_k(modalities: Sequence[str], target: str, k: int) -> float:
     """Share of the top-``k`` results whose modality equals ``target`` (MM-Embed's modality bias probe).
 

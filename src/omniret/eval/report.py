@@ -62,11 +62,29 @@ def mbeir_markdown(results: dict[str, Any]) -> str:
         pool_size = es[0]["pool_size"] if es else 0
         parts += ["", f"## {pool} pool" + (f" ({pool_size} candidates)" if pool == "global" else ""), "",
                   md_table(header, rows)]
+    if results.get("rerank"):
+        parts += ["", rerank_markdown(results)]
     sk = results.get("skipped", {})
     if sk.get("queries_missing_image") or sk.get("candidates_missing_image"):
         parts += ["", f"Skipped for missing images: {sk['queries_missing_image']} queries, "
                       f"{sk['candidates_missing_image']} candidates."]
     return "\n".join(parts) + "\n"
+
+
+def rerank_markdown(results: dict[str, Any]) -> str:
+    """Retrieval and reranked stages side by side, per pool: R@k and (where defined) mAP@k, ×100."""
+    rr = results["rerank"]
+    first = {(e["name"], e["pool"]): e for e in results["tasks"]}
+    keys = [f"recall@{k}" for k in MBEIR_KS] + [f"map@{k}" for k in MBEIR_KS[1:]]
+    header = ["task", *[f"{k.replace('recall', 'R')} retr → rerank" for k in keys]]
+    parts = [f"## reranked stage: top {rr['k']} by `{rr['model']}` (weight {rr['weight']}, {rr['timing_s']} s)"]
+    for pool in results["pools"]:
+        rows = []
+        for e in (e for e in rr["tasks"] if e["pool"] == pool):
+            base = first[(e["name"], pool)]
+            rows.append([e["name"], *[f"{_pct(base[k])} → {_pct(e[k])}" if k in e else "" for k in keys]])
+        parts += ["", f"### {pool} pool", "", md_table(header, rows)]
+    return "\n".join(parts)
 
 
 def _plt():
@@ -114,6 +132,15 @@ def mbeir_charts(out: Path, results: dict[str, Any]) -> list[str]:
     }
     if _bars(out / "recall.png", names, series, f"{results['model']['name']}: headline recall", "recall (%)"):
         written.append("recall.png")
+    if results.get("rerank"):
+        rr = {(e["name"], e["pool"]): e for e in results["rerank"]["tasks"]}
+        series = {}
+        for pool in results["pools"]:
+            series[f"{pool} retrieval"] = [by[(n, pool)]["headline_value"] if (n, pool) in by else 0.0 for n in names]
+            series[f"{pool} reranked"] = [rr[(n, pool)]["headline_value"] if (n, pool) in rr else 0.0 for n in names]
+        title = f"{results['model']['name']} + rerank top {results['rerank']['k']}: headline recall"
+        if _bars(out / "rerank.png", names, series, title, "recall (%)"):
+            written.append("rerank.png")
     glob = [e for e in results["tasks"] if e["pool"] == "global"]
     if glob:
         gnames = [e["name"] for e in glob]
@@ -143,4 +170,11 @@ def write_simple_report(out: str | os.PathLike, results: dict[str, Any], title: 
     rows = [[r.get(c, "") if not isinstance(r.get(c), float) else f"{100 * r[c]:.1f}" for c in columns]
             for r in results[rows_key]]
     text = f"# {title}: {results['model']['name']}\n\nValues ×100.\n\n{md_table(list(columns), rows)}\n"
+    rr = results.get("rerank")
+    if rr and rows_key in rr:
+        first = {r["name"]: r for r in results[rows_key]}
+        metrics = [c for c in columns if isinstance(results[rows_key][0].get(c), float)] if results[rows_key] else []
+        side = [[r["name"], *[f"{_pct(first[r['name']][m])} → {_pct(r[m])}" for m in metrics]] for r in rr[rows_key]]
+        text += (f"\n## reranked stage: top {rr['k']} by `{rr['model']}` ({rr['timing_s']} s)\n\n"
+                 f"{md_table(['name', *[m + ' retr → rerank' for m in metrics]], side)}\n")
     _atomic_write(out / "results.md", text)

@@ -42,8 +42,9 @@ from omniret.encoders.base import Encoder
 from omniret.errors import DataError
 from omniret.eval.benchmarks import MBEIR_KS, mbeir_headline_k
 from omniret.eval.cache import cached_embeddings, default_cache_dir, precision_tag
-from omniret.eval.metrics import hit_at_k, modality_accuracy_at_k
+from omniret.eval.metrics import average_precision_at_k, hit_at_k, modality_accuracy_at_k
 from omniret.eval.preflight import missing_positives, preflight_mbeir
+from omniret.eval.rerank_stage import RerankStage
 from omniret.eval.trec import write_trec
 from omniret.index.exact import topk_inner_product
 
@@ -66,6 +67,9 @@ class MBeirOptions:
     progress: bool = False
     #: a positive missing from a pool is an error; with this flag it is counted (``missing_positives``)
     allow_missing_positives: bool = False
+    #: where candidate pools are encoded: ``None`` (this process) or an engine such as
+    #: :class:`omniret.integrations.ray.RayEngine` (``encode_documents`` yielding ``(vectors, records)``)
+    engine: Any = None
 
     def validate(self) -> None:
         bad = [p for p in self.pools if p not in POOLS]
@@ -84,17 +88,19 @@ class _Pool:
     emb: np.ndarray  # (N, D)
     ids: list[str] = field(init=False)
     modalities: list[str] = field(init=False)
+    row_of: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.ids = [r.id for r in self.records]
         self.modalities = [r.modality for r in self.records]
+        self.row_of = {d: j for j, d in enumerate(self.ids)}
 
 
 class _Run:
     """State of one evaluation: options, encoder, skip counters, loaded pools."""
 
-    def __init__(self, root: Path, encoder: Encoder, opts: MBeirOptions) -> None:
-        self.root, self.encoder, self.opts = root, encoder, opts
+    def __init__(self, root: Path, encoder: Encoder, opts: MBeirOptions, stage: RerankStage | None = None) -> None:
+        self.root, self.encoder, self.opts, self.stage = root, encoder, opts, stage
         self.model_key = f"{encoder.name}-{encoder.recipe_hash}" + precision_tag(encoder)
         self.skipped = {"queries_missing_image": 0, "candidates_missing_image": 0, "paths": []}
         self.pools: dict[Path, _Pool] = {}
@@ -129,15 +135,22 @@ class _Run:
             self._records[file] = recs
         return self._records[file]
 
+    def _encode_pool(self, items: list) -> np.ndarray:
+        """``(N, D)`` document vectors of ``items``, in order, here or on the options' engine."""
+        opts = self.opts
+        if opts.engine is None:
+            return self.encoder.encode_documents(items, batch_size=opts.batch_size, progress=opts.progress)
+        chunks = [v for v, _ in opts.engine.encode_documents(self.encoder, items, opts.batch_size)]
+        opts.engine.done()
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.encoder.dim), np.float32)
+
     def pool(self, file: Path) -> _Pool:
         if file not in self.pools:
             recs = self.read(file)
             t0 = time.perf_counter()
             emb, _ = cached_embeddings(
                 self.opts.cache_dir, self.model_key, file, [r.id for r in recs],
-                lambda: self.encoder.encode_documents(
-                    [r.to_item(self.root) for r in recs], batch_size=self.opts.batch_size, progress=self.opts.progress
-                ),
+                lambda: self._encode_pool([r.to_item(self.root) for r in recs]),
             )
             self.encode_s += time.perf_counter() - t0
             self.pools[file] = _Pool(file, recs, emb)
@@ -146,9 +159,11 @@ class _Run:
 
 
 def _score_task(
-    name: str, tid: int, pool_kind: str, qids: list[str], rows: list[int], idx: np.ndarray, pool: _Pool, qrels: Qrels
+    name: str, tid: int, pool_kind: str, qids: list[str], rows: list[int], idx: np.ndarray, pool: _Pool, qrels: Qrels,
+    stage: str = "",
 ) -> dict[str, Any]:
-    """Metrics for the queries ``rows`` of one (task, pool); ``idx`` is ``(Q, depth)`` pool indices."""
+    """Metrics for the queries ``rows`` of one (task, pool); ``idx`` is ``(Q, depth)`` pool indices. Tasks
+    whose queries have several positives also get CIRCO's mAP@k."""
     target = target_modality(tid)
     ids, mods = pool.ids, pool.modalities
     entry: dict[str, Any] = {"name": name, "task_id": tid, "pool": pool_kind, "n_queries": len(rows)}
@@ -165,10 +180,18 @@ def _score_task(
         entry[f"recall@{k}"] = round(hits[k] / n, 4)
     for k in MBEIR_KS:
         entry[f"modality_accuracy@{k}"] = round(macc[k] / n, 4)
+    if any(sum(v > 0 for v in qrels.rel.get(qids[r], {}).values()) > 1 for r in rows):
+        for k in MBEIR_KS[1:]:
+            ap = [average_precision_at_k(qrels.rel.get(qids[r], {}), [ids[j] for j in idx[r]], k) for r in rows]
+            entry[f"map@{k}"] = round(sum(ap) / n, 4)
     head = mbeir_headline_k(name)
     entry.update(headline=f"recall@{head}", headline_value=entry[f"recall@{head}"], target_modality=target)
-    entry.update(pool_size=len(ids), run=f"runs/{name}.{pool_kind}.trec")
+    entry.update(pool_size=len(ids), run=_run_path(name, pool_kind, stage))
     return entry
+
+
+def _run_path(name: str, pool_kind: str, stage: str = "") -> str:
+    return f"runs/{name}.{pool_kind}{'.' + stage if stage else ''}.trec"
 
 
 def _eval_task(task: MBeirTask, run: _Run, instructions: QueryInstructions, out: Path | None) -> list[dict]:
@@ -215,10 +238,29 @@ def _eval_task(task: MBeirTask, run: _Run, instructions: QueryInstructions, out:
             entries.append(_score_task(name, tid, kind, qids, rows, idx, pool, qrels))
             if opts.allow_missing_positives:
                 entries[-1]["missing_positives"] = missing[kind]
+            ranked = {qids[r]: [(pool.ids[j], float(s)) for j, s in zip(idx[r], scores[r], strict=True)] for r in rows}
             if out is not None:
-                ranked = {qids[r]: [(pool.ids[j], float(s)) for j, s in zip(idx[r], scores[r], strict=True)] for r in rows}
-                write_trec(out / "runs" / f"{name}.{kind}.trec", ranked, depth=opts.depth)
+                write_trec(out / _run_path(name, kind), ranked, depth=opts.depth)
+            if run.stage is not None:
+                entries.append(_rerank_task(run, pool, name, tid, kind, qids, rows, items, ranked, qrels, out))
     return entries
+
+
+def _rerank_task(run: _Run, pool: _Pool, name: str, tid: int, kind: str, qids: list[str], rows: list[int],
+                 items: list, ranked: dict[str, list[tuple[str, float]]], qrels: Qrels, out: Path | None) -> dict:
+    """The reranked stage of one (task, pool): rerank each query's top k, score it, write its TREC run."""
+    def item_of(did: str):
+        return pool.records[pool.row_of[did]].to_item(run.root)
+
+    reranked = {qids[r]: run.stage.rerank(items[r], ranked[qids[r]], item_of, task=name) for r in rows}
+    idx = np.zeros((len(qids), max(len(v) for v in reranked.values())), dtype=np.int64)
+    for r in rows:
+        order = [pool.row_of[d] for d, _ in reranked[qids[r]]]
+        idx[r, : len(order)] = order
+    entry = _score_task(name, tid, kind, qids, rows, idx, pool, qrels, stage="rerank")
+    if out is not None:
+        write_trec(out / entry["run"], reranked, depth=run.opts.depth)
+    return {**entry, "stage": "rerank"}
 
 
 def _no_local(task: MBeirTask) -> Path:
@@ -242,24 +284,31 @@ def _averages(entries: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def evaluate_mbeir(
-    root: str | os.PathLike, encoder: Encoder, options: MBeirOptions | None = None, out: str | os.PathLike | None = None
+    root: str | os.PathLike, encoder: Encoder, options: MBeirOptions | None = None, out: str | os.PathLike | None = None,
+    rerank: RerankStage | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``encoder`` on the M-BEIR-layout directory ``root``.
 
     Returns the ``results.json`` dict (``tasks``: one entry per (task, pool); ``average`` per pool). With
     ``out`` the TREC runs (``runs/<name>.<pool>.trec``, top ``depth``) are written there as well; use
-    :func:`omniret.eval.report.write_mbeir_report` for JSON/Markdown/PNG.
+    :func:`omniret.eval.report.write_mbeir_report` for JSON/Markdown/PNG. With ``rerank`` the reranked stage
+    (each query's top ``rerank.k`` reordered, per-task prompt by task name) is scored the same way under
+    ``results["rerank"]``, its runs in ``runs/<name>.<pool>.rerank.trec``.
     """
     opts = options or MBeirOptions()
     opts.validate()
     root = Path(root)
     tasks = preflight_mbeir(root, opts.split, opts.tasks, tuple(opts.pools), opts.instruction_mode)
     instructions = QueryInstructions(root, opts.instruction_mode, opts.seed)
-    run = _Run(root, encoder, opts)
+    run = _Run(root, encoder, opts, rerank)
     out_dir = Path(out) if out is not None else None
     t0 = time.perf_counter()
-    entries = [e for task in tasks for e in _eval_task(task, run, instructions, out_dir)]
-    entries.sort(key=lambda e: (POOLS.index(e["pool"]), e["name"]))
+    every = [e for task in tasks for e in _eval_task(task, run, instructions, out_dir)]
+    every.sort(key=lambda e: (POOLS.index(e["pool"]), e["name"]))
+    entries = [e for e in every if "stage" not in e]
+    reranked = [e for e in every if e.get("stage") == "rerank"]
+    extra = {} if rerank is None else {"rerank": {**rerank.describe(), "tasks": reranked,
+                                                  "average": _averages(reranked)}}
     return {
         "benchmark": "mbeir",
         "root": str(root),
@@ -273,4 +322,5 @@ def evaluate_mbeir(
         "average": _averages(entries),
         "skipped": run.skipped,
         "timing_s": {"encode": round(run.encode_s, 2), "total": round(time.perf_counter() - t0, 2)},
+        **extra,
     }

@@ -1,7 +1,8 @@
 """The embedded on-disk index: float32 vectors + JSON records in a directory, searched exactly or by HNSW.
 
 ``kind="flat"`` (default) is exact inner-product search (FAISS's BLAS kernels on the stored numpy array, no
-copy). ``kind="hnsw"`` adds a FAISS HNSW graph over the same vectors. Either way a modality filter is exact:
+copy). ``kind="hnsw"`` / ``"ivfpq"`` add a faiss ANN structure over the same vectors (fp32/fp16/int8 storage,
+see :mod:`omniret.index.ann`). Either way a modality filter is exact:
 a filtered-out document is never returned, and fewer than ``k`` hits come back only when fewer documents
 pass the filter. Saves are atomic, locked and merged with concurrent writers' saves (see
 :mod:`omniret.index.persist`); files are verified at open (see :mod:`omniret.index.storage`).
@@ -19,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from omniret.errors import DataError, IndexMismatchError, OmniretError
+from omniret.index.ann import ANNGraph, ANNParams
 from omniret.index.base import Index, Record, parse_modalities
-from omniret.index.hnsw import HNSWGraph, HNSWParams
-from omniret.index.manifest import KINDS, Manifest
+from omniret.index.manifest import KINDS, MANIFEST, Manifest
 from omniret.index.persist import load_state, save_index
 from omniret.index.storage import GRAPH, RECORDS, VECTORS  # noqa: F401  (file names, re-exported)
 from omniret.types import MODALITIES, Hit
@@ -71,7 +72,12 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int, rows: np.ndarra
 
 
 class FlatIndex(Index):
-    """Embedded index of ``(N, dim)`` float32 vectors with one :class:`Record` per row."""
+    """Embedded index of ``(N, dim)`` float32 vectors with one :class:`Record` per row.
+
+    Registered as the ``local`` backend: the local faiss flat (exact) / HNSW / IVF-PQ index in a directory.
+    """
+
+    backend = "local"
 
     #: with a modality filter, HNSW is skipped when this few documents pass it (exact is cheaper then)
     exact_below = 1024
@@ -86,14 +92,14 @@ class FlatIndex(Index):
         recipe_hash: str,
         encoder_ref: str | None = None,
         kind: str = "flat",
-        hnsw: HNSWParams | dict | None = None,
+        hnsw: ANNParams | dict | None = None,
         path: str | os.PathLike | None = None,
     ) -> None:
         if int(dim) < 1:
             raise OmniretError(f"index dim must be >= 1, got {dim}")
         if kind not in KINDS:
             raise OmniretError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}")
-        params = hnsw if isinstance(hnsw, HNSWParams) else HNSWParams.from_dict(hnsw or {})
+        params = hnsw if isinstance(hnsw, ANNParams) else ANNParams.from_dict(hnsw or {})
         self.manifest = Manifest(
             encoder_name=encoder_name,
             recipe_hash=recipe_hash,
@@ -108,7 +114,7 @@ class FlatIndex(Index):
         self._records: list[Record] = []
         self._rows: dict[str, int] = {}
         self._codes = np.zeros(0, np.int8)  # modality code per row, for fast filter masks
-        self._graph: HNSWGraph | None = None  # None: (re)build before the next HNSW search/save
+        self._graph: ANNGraph | None = None  # None: (re)build before the next ANN search/save
         #: changes since the last open/save, by id (True: put, False: removed): a save re-applies them to the
         #: latest committed state when another writer saved in between, so neither loses an update
         self._pending: dict[str, bool] = {}
@@ -116,6 +122,41 @@ class FlatIndex(Index):
         self._base: tuple[Path, str | None] | None = None
         self._kind_changed = False
         self.dirty = False
+
+    # ------------------------------------------------------------------ backend protocol
+    @classmethod
+    def create(cls, location: str | os.PathLike | None, manifest: Manifest, **options: Any) -> FlatIndex:
+        """A new empty index described by ``manifest``; ``options`` are :class:`ANNParams` fields."""
+        return cls(
+            manifest.dim,
+            encoder_name=manifest.encoder_name,
+            recipe_hash=manifest.recipe_hash,
+            encoder_ref=manifest.encoder_ref,
+            kind=manifest.kind,
+            hnsw=options or None,
+            path=location,
+        )
+
+    @classmethod
+    def exists(cls, location: str | os.PathLike) -> bool:
+        return (Path(location) / MANIFEST).is_file()
+
+    @property
+    def location(self) -> str | None:
+        return str(self.path) if self.path is not None else None
+
+    @property
+    def pending(self) -> bool:
+        return self.dirty or (self.path is not None and not self.exists(self.path))
+
+    def iter_pages(self, page_size: int = 1000, vectors: bool = False):
+        """Rows in storage order, ``page_size`` at a time (vectors are views, not copies)."""
+        for s in range(0, len(self._records), page_size):
+            yield self._records[s : s + page_size], (self._vectors[s : s + page_size] if vectors else None)
+
+    def modality_counts(self) -> dict[str, int]:
+        counts = {mod: int((self._codes == code).sum()) for mod, code in _MOD_CODE.items()}
+        return {k: v for k, v in counts.items() if v}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -151,6 +192,8 @@ class FlatIndex(Index):
         m = self.manifest
         counts = {mod: int((self._codes == code).sum()) for mod, code in _MOD_CODE.items()}
         return {
+            "backend": self.backend,
+            "location": self.location,
             "path": str(self.path) if self.path else None,
             "encoder": m.encoder_name,
             "encoder_ref": m.encoder_ref,
@@ -158,7 +201,7 @@ class FlatIndex(Index):
             "dim": m.dim,
             "metric": m.metric,
             "kind": m.kind,
-            "hnsw": vars(self.hnsw_params).copy() if m.kind == "hnsw" else None,
+            "hnsw": vars(self.hnsw_params).copy() if m.kind != "flat" else None,
             "count": len(self),
             "modalities": {k: v for k, v in counts.items() if v},
             "generation": m.generation,
@@ -276,9 +319,9 @@ class FlatIndex(Index):
         mask = np.isin(self._codes, [_MOD_CODE[m] for m in mods])
         return None if mask.all() else mask
 
-    def _ensure_graph(self) -> HNSWGraph:
+    def _ensure_graph(self) -> ANNGraph:
         if self._graph is None or len(self._graph) != len(self):
-            self._graph = HNSWGraph(self.dim, self.hnsw_params)
+            self._graph = ANNGraph(self.dim, self.kind, self.hnsw_params)
             self._graph.add(self._vectors)
         return self._graph
 
@@ -306,8 +349,10 @@ class FlatIndex(Index):
         if self.kind == "flat" or n_ok <= max(self.exact_below, k):
             return exact_topk(q, self._vectors, k, rows)
         kk = min(k, n_ok)
+        # quantised structures propose a longer shortlist; all candidates are rescored exactly
         _, found = self._ensure_graph().search(q, kk, allowed)
         scores, found = rescore(q, self._vectors, found)
+        scores, found = scores[:, :kk], found[:, :kk]
         # the graph walk may strand a selective filter with too few results: redo those queries exactly
         short = np.flatnonzero((found < 0).any(axis=1))
         if len(short):
@@ -355,10 +400,10 @@ class FlatIndex(Index):
         idx._base = (root.resolve(), m.generation)
         return idx
 
-    def _adopt(self, m: Manifest, vectors: np.ndarray, records: list[Record], graph: HNSWGraph | None) -> None:
+    def _adopt(self, m: Manifest, vectors: np.ndarray, records: list[Record], graph: ANNGraph | None) -> None:
         """Replace this index's whole state with a loaded one (no pending changes)."""
         self.manifest, self._vectors, self._records, self._graph = m, vectors, records, graph
         self._rows = {r.id: i for i, r in enumerate(records)}
         self._codes = np.array([_MOD_CODE[r.modality] for r in records], np.int8)
-        self.hnsw_params = HNSWParams.from_dict(m.params)
+        self.hnsw_params = ANNParams.from_dict(m.params)
         self._pending, self._kind_changed, self.dirty = {}, False, False

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from omniret.errors import DataError, IndexMismatchError, OmniretError
+from omniret.index.ann import ANNParams
 from omniret.index.generations import check_generation_name
-from omniret.index.hnsw import HNSWParams
 from omniret.io import atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-KINDS = ("flat", "hnsw")
+KINDS = ("flat", "hnsw", "ivfpq")
 METRIC = "ip"  # inner product on L2-normalised vectors (= cosine)
 
 
@@ -93,9 +93,9 @@ class Manifest:
         if self.generation is not None:
             check_generation_name(self.generation, path)
         try:
-            HNSWParams.from_dict(self.params)
+            ANNParams.from_dict(self.params)
         except (OmniretError, TypeError, ValueError) as e:
-            raise DataError(f"{path}: bad HNSW parameters ({e})") from None
+            raise DataError(f"{path}: bad index parameters ({e})") from None
 
     def check_encoder(self, name: str, recipe_hash: str, where: str | os.PathLike = "index") -> None:
         """Raise :class:`IndexMismatchError` unless ``name`` and ``recipe_hash`` are the ones that built it."""

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from omniret.errors import DataError, IndexMismatchError, OmniretError
+from omniret.index.ann import ANNGraph, ANNParams
 from omniret.index.base import Record, scoped_id
 from omniret.index.generations import foreign_entries, new_generation_dir, new_index_id, remove_stale
-from omniret.index.hnsw import HNSWGraph, HNSWParams
 from omniret.index.lock import IndexLock
 from omniret.index.manifest import MANIFEST, Manifest, publish
 from omniret.index.storage import read_graph, read_records, read_vectors, write_generation
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 _OPEN_RETRIES = 8
 
 
-def load_state(root: Path) -> tuple[Manifest, np.ndarray, list[Record], HNSWGraph | None]:
-    """The verified live state of index ``root``: manifest, vectors ``(N, D)``, records, HNSW graph or None."""
+def load_state(root: Path) -> tuple[Manifest, np.ndarray, list[Record], ANNGraph | None]:
+    """The verified live state of index ``root``: manifest, vectors ``(N, D)``, records, ANN structure or None."""
     for _ in range(_OPEN_RETRIES):
         m = Manifest.read(root)
         try:
@@ -49,7 +49,7 @@ def load_state(root: Path) -> tuple[Manifest, np.ndarray, list[Record], HNSWGrap
     raise OmniretError(f"{root}: the index kept changing while it was being read; try again")
 
 
-def _load_generation(root: Path, m: Manifest) -> tuple[np.ndarray, list[Record], HNSWGraph | None]:
+def _load_generation(root: Path, m: Manifest) -> tuple[np.ndarray, list[Record], ANNGraph | None]:
     if m.generation is None:
         if m.count:
             raise DataError(f"{root / MANIFEST}: {m.count} documents but no generation")
@@ -60,8 +60,8 @@ def _load_generation(root: Path, m: Manifest) -> tuple[np.ndarray, list[Record],
     vectors = read_vectors(gen, m.count, m.dim, m.checksums)
     records = read_records(gen, m.count, m.checksums)
     graph = None
-    if m.kind == "hnsw":
-        graph = read_graph(gen, m.count, m.dim, HNSWParams.from_dict(m.params), m.checksums)
+    if m.kind != "flat":
+        graph = read_graph(gen, m.count, m.dim, m.kind, ANNParams.from_dict(m.params), m.checksums)
     return vectors, records, graph
 
 
@@ -123,7 +123,7 @@ def _commit(index: FlatIndex, root: Path, current: Manifest | None) -> None:
     previous = current.generation if current else None
     gen = new_generation_dir(root, previous, index_id)
     try:
-        graph = index._ensure_graph().serialize() if index.kind == "hnsw" else None
+        graph = index._ensure_graph().serialize() if index.kind != "flat" else None
         sums = write_generation(gen, index._vectors, index._records, graph)
         manifest = dataclasses.replace(
             index.manifest,

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from omniret.errors import DataError
+from omniret.index.ann import ANNGraph, ANNParams
 from omniret.index.base import Record
-from omniret.index.hnsw import HNSWGraph, HNSWParams
 from omniret.io import fsync_path, write_durable
 from omniret.types import MODALITIES
 
@@ -108,15 +108,17 @@ def read_records(gen: Path, count: int, checksums: dict[str, str]) -> list[Recor
     return records
 
 
-def read_graph(gen: Path, count: int, dim: int, params: HNSWParams, checksums: dict[str, str]) -> HNSWGraph | None:
+def read_graph(
+    gen: Path, count: int, dim: int, kind: str, params: ANNParams, checksums: dict[str, str]
+) -> ANNGraph | None:
     """The saved HNSW graph of ``gen``, or ``None`` (rebuild from the vectors) when it is missing, fails its
     checksum, does not deserialize or does not cover exactly ``count`` rows of ``dim``."""
     path = gen / GRAPH
     try:
-        graph = HNSWGraph.deserialize(_read_verified(path, checksums), params)
+        graph = ANNGraph.deserialize(_read_verified(path, checksums), dim, kind, params)
         if len(graph) != count or graph.faiss.d != dim:
             raise DataError(f"{path}: graph covers {len(graph)} rows of dim {graph.faiss.d}")
     except (DataError, RuntimeError, ValueError) as e:
-        log.warning("%s; rebuilding the HNSW graph from the stored vectors", e)
+        log.warning("%s; rebuilding the ANN structure from the stored vectors", e)
         return None
     return graph
