@@ -77,7 +77,7 @@ def run_lodo(
 ) -> dict[str, Any]:
     """Run every fold (or only the held-out domains in ``folds``, e.g. to run folds in parallel processes);
     writes ``out/lodo.json`` and ``out/lodo.md`` and returns the JSON dict."""
-    from omniret.training.trainer import Trainer
+    from omniret.training.stages import run_training
 
     missing = [str(r) for r in roots.values() if not (r / "query" / "test").is_dir()]
     if missing:
@@ -92,7 +92,7 @@ def run_lodo(
             continue
         cfg = lodo_config(base, held_out, roots, out, max_steps)
         log(f"[lodo] {held_out}: training on {', '.join(n for n in roots if n != held_out)} -> {cfg.output_dir}")
-        final = Trainer(cfg, log=log).run()
+        final = run_training(cfg, log=log)
         model = load_encoder(final)
         fold = {"domain": held_out, "model_dir": str(final), "trained": score_domain(root, model),
                 "baseline": score_domain(root, base_enc)}
