@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
+from omniret.encoders.options import declare_options, keyword_options
 from omniret.encoders.base import Encoder
 from omniret.encoders.effnet import EfficientNetLite0, preprocess
 from omniret.encoders.minilm import MAX_INSTRUCTION_TOKENS, MAX_LENGTH, MiniLMTextTower, default_minilm_path
@@ -369,4 +370,5 @@ def base_text_model_path() -> Path:
 
 
 ENCODERS.add("omniret-mini", load_packaged, "MiniLM + EfficientNet-Lite0 soft tokens, trained by omniret (3 stages)")
-FAMILIES.add(FAMILY, load_omni_mini, "omniret-mini: EfficientNet-Lite0 soft tokens interleaved into MiniLM (trainable)")
+# the loader forwards its options to the constructor, whose keyword parameters are the accepted set
+FAMILIES.add(FAMILY, declare_options(keyword_options(OmniMiniEncoder.__init__) or ())(load_omni_mini), "omniret-mini: EfficientNet-Lite0 soft tokens interleaved into MiniLM (trainable)")
