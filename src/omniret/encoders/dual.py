@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from omniret.encoders import FAMILIES
-from omniret.encoders.options import declare_options
 from omniret.encoders.base import Encoder
 from omniret.encoders.hub import register_checkpoint
+from omniret.encoders.options import declare_options
 from omniret.encoders.saved import read_saved_config, save_parts
 from omniret.errors import ConfigError
 from omniret.types import ImagePart, Item

@@ -45,10 +45,10 @@ import numpy as np
 import torch
 
 from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
-from omniret.encoders.options import declare_options, keyword_options
 from omniret.encoders.base import Encoder
 from omniret.encoders.effnet import EfficientNetLite0, imagenet_classes, preprocess
 from omniret.encoders.minilm import MAX_LENGTH, MiniLMTextTower, TextBatch, default_minilm_path
+from omniret.encoders.options import declare_options, keyword_options
 from omniret.encoders.saved import read_saved_config
 from omniret.errors import OmniretError
 from omniret.io import atomic_open

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
-from omniret.encoders.options import declare_options, keyword_options
 from omniret.encoders.base import Encoder
 from omniret.encoders.effnet import EfficientNetLite0, preprocess
 from omniret.encoders.minilm import MAX_INSTRUCTION_TOKENS, MAX_LENGTH, MiniLMTextTower, default_minilm_path
+from omniret.encoders.options import declare_options, keyword_options
 from omniret.encoders.pooling import masked_mean
 from omniret.encoders.saved import read_saved_config, write_saved_config
 from omniret.errors import ModelNotFoundError, OmniretError

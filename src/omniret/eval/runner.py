@@ -43,7 +43,7 @@ from omniret.errors import DataError
 from omniret.eval.benchmarks import MBEIR_KS, mbeir_headline_k
 from omniret.eval.cache import cached_embeddings, default_cache_dir
 from omniret.eval.metrics import average_precision_at_k, hit_at_k, modality_accuracy_at_k
-from omniret.eval.preflight import missing_positives, preflight_mbeir
+from omniret.eval.preflight import check_positives, missing_positives, preflight_mbeir
 from omniret.eval.rerank_stage import RerankStage
 from omniret.eval.trec import write_trec
 from omniret.index.exact import topk_inner_product
@@ -212,12 +212,7 @@ def _eval_task(task: MBeirTask, run: _Run, instructions: QueryInstructions, out:
         file = pools[kind]()
         run.read(file)
         miss = missing_positives(qrels.rel, [q.id for q in queries], run.pool_ids[file])
-        if miss and not opts.allow_missing_positives:
-            raise DataError(
-                f"{file}: {len(miss)} positive(s) of {task.name} are not in this {kind} pool (first: query "
-                f"{miss[0][0]!r} -> {miss[0][1]!r}); pass --allow-missing-positives to count them as misses"
-            )
-        missing[kind] = len(miss)
+        missing[kind] = check_positives(file, task.name, f"this {kind} pool", miss, opts.allow_missing_positives)
     loaded = {kind: run.pool(pools[kind]()) for kind in opts.pools}
     # a query without task_id takes the task of its file for the instruction key
     queries = [q if q.task_id is not None else replace(q, task_id=task.task_id) for q in queries]

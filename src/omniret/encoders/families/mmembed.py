@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from omniret.encoders import FAMILIES
-from omniret.encoders.options import declare_options
 from omniret.encoders.base import Encoder
 from omniret.encoders.families.latent_attention import LatentAttentionPooler
+from omniret.encoders.options import declare_options
 from omniret.encoders.saved import read_saved_config, save_parts
 from omniret.errors import DataError, OmniretError
 from omniret.types import ImagePart, Item
