@@ -15,7 +15,7 @@ def check_inputs(cfg: TrainConfig) -> None:
     """Raise :class:`~omniret.training.config.ConfigError` naming the first missing path or unknown option."""
     from omniret.training.config import ConfigError
 
-    _check_model_options(cfg)
+    check_model_options(cfg)
     init = cfg.model.init
     if init is not None and init.startswith("tiny:"):
         from omniret.encoders.tiny import TINY
@@ -36,7 +36,9 @@ def check_inputs(cfg: TrainConfig) -> None:
             raise ConfigError(f"stage {st.name!r}: init {st.init}: no such model directory")
 
 
-def _check_model_options(cfg: TrainConfig) -> None:
+def check_model_options(cfg: TrainConfig) -> None:
+    """Raise :class:`~omniret.training.config.ConfigError` when ``model.options`` names an option the family's
+    loader does not accept (its declared set, :mod:`omniret.encoders.options`), or the device."""
     from omniret.encoders import FAMILIES, load_builtins
     from omniret.encoders.options import accepted_options
     from omniret.training.config import ConfigError
@@ -48,6 +50,8 @@ def _check_model_options(cfg: TrainConfig) -> None:
     accepted = accepted_options(FAMILIES.get(family))
     if accepted is None:  # an undeclared third-party loader: it refuses unknown options itself, at build
         return
+    if "device" in cfg.model.options:  # the trainer passes the config's own device and would override it
+        raise ConfigError("model.options: device is set by the config's top-level 'device' key, not here")
     allowed = sorted(accepted - {"device"})
     unknown = sorted(set(cfg.model.options) - set(allowed))
     if unknown:
