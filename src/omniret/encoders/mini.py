@@ -59,6 +59,7 @@ from omniret.encoders.minilm import (
     minilm_identity,
 )
 from omniret.encoders.onnx_runtime import OrtImageTower, OrtTextTower, onnx_available, require_onnx
+from omniret.encoders.options import declare_options, keyword_options
 from omniret.encoders.saved import read_saved_config
 from omniret.errors import OmniretError
 from omniret.io import atomic_open
@@ -343,4 +344,5 @@ def _load_dir(path: str | os.PathLike, **options: Any) -> ConseMiniEncoder:
 
 
 ENCODERS.add(NAME, _build, "MiniLM text + ConSE EfficientNet-Lite0 images, 384-d, fully offline")
-FAMILIES.add("mini", _load_dir, "bundled MiniLM/EfficientNet-Lite0 family (saved dir or MiniLM dir)")
+# the loader forwards its options to the constructor, whose keyword parameters are the accepted set
+FAMILIES.add("mini", declare_options(keyword_options(ConseMiniEncoder.__init__) or ())(_load_dir), "bundled MiniLM/EfficientNet-Lite0 family (saved dir or MiniLM dir)")
