@@ -15,6 +15,15 @@ what training changed in MiniLM: a matrix trained through LoRA is stored as its 
 LoRA scaling folded into ``delta_b``; a stage continuing from a saved model appends its own rank, so the
 update stays exact across stages); any other trained tensor is stored whole. The trained model stays a few MB
 and the packaged MiniLM supplies the rest.
+
+**Bridge prior** (option ``bridge_prior=True``, off by default): the embedding becomes a residual on the
+zero-shot bridge ``conse-minilm`` (:mod:`omniret.encoders.mini`) of the same item,
+``e(x) = unit(conse(x)) + g * unit(omni(x))``, with one learnable gate ``g = GATE_SCALE * prior_gate`` that
+starts at 0. The untrained model therefore *is* conse-minilm, and training moves away from it only as far as
+the contrastive loss pays for (the same idea as ControlNet's zero-initialised residual, arXiv:2302.05543 §3,
+and LoRA's zero-initialised update, arXiv:2106.09685 §4.1). The conse-minilm embedding is a frozen function
+of the item, so it is computed in :meth:`OmniMiniEncoder.prepare` (and cached with the image features); the
+saved model stores ``prior_gate`` beside the projector.
 """
 
 from __future__ import annotations
@@ -43,6 +52,9 @@ from omniret.types import ImagePart, Item
 FAMILY = "omni-mini"
 WEIGHTS = "model.safetensors"
 VISION_DIM = 1280  # channels of EfficientNet-Lite0's head convolution
+#: g = GATE_SCALE * prior_gate: one AdamW step moves a parameter by about lr, so the scale lets the single
+#: gate travel at the LoRA learning rate's pace times 100 (to 1.0 within a few hundred steps, not 10⁴)
+GATE_SCALE = 100.0
 
 
 @dataclass
@@ -59,12 +71,14 @@ class OmniBatch:
     #: content key of each of the M images, and which of them ``pixels`` holds (the others are cached)
     image_keys: list[str] | None = None
     decoded: list[int] | None = None
+    #: ``(B, 384)`` unit conse-minilm embeddings of the items (bridge prior only)
+    prior: torch.Tensor | None = None
 
 
 class OmniMiniModel(nn.Module):
     """The trainable network: ``forward(OmniBatch) -> (B, H)`` unnormalised embeddings."""
 
-    def __init__(self, text: nn.Module, grid: int = 2, feature_cache_size: int = 0) -> None:
+    def __init__(self, text: nn.Module, grid: int = 2, feature_cache_size: int = 0, bridge_prior: bool = False) -> None:
         super().__init__()
         self.text = text
         hidden = text.config.hidden_size
@@ -77,6 +91,9 @@ class OmniMiniModel(nn.Module):
         # the encoder's prepare() may skip decoding an image it saw cached)
         self.feature_cache: dict[str, torch.Tensor] = {}
         self.feature_cache_size = feature_cache_size
+        # the residual gate on the bridge prior exists only when the option is on, so that models without it
+        # keep exactly their parameter set (and saved tensors)
+        self.prior_gate = nn.Parameter(torch.zeros(())) if bridge_prior else None
 
     @property
     def tokens_per_image(self) -> int:
@@ -124,7 +141,13 @@ class OmniMiniModel(nn.Module):
             flat = flat.index_copy(0, batch.image_pos.to(dev).reshape(-1), soft.reshape(-1, soft.shape[-1]).to(flat.dtype))
             embeds = flat.reshape(embeds.shape)
         hidden = self.text(inputs_embeds=embeds, attention_mask=att).last_hidden_state  # (B, L, H)
-        return masked_mean(hidden, batch.pool_mask.to(dev))
+        pooled = masked_mean(hidden, batch.pool_mask.to(dev))  # (B, H)
+        if self.prior_gate is None:
+            return pooled
+        if batch.prior is None:
+            raise OmniretError("omni-mini with bridge_prior needs the batch's conse-minilm embeddings (prepare())")
+        gate = GATE_SCALE * self.prior_gate
+        return batch.prior.to(dev, pooled.dtype) + gate * F.normalize(pooled, dim=-1)
 
 
 class OmniMiniEncoder(Encoder):
@@ -142,6 +165,7 @@ class OmniMiniEncoder(Encoder):
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         feature_cache_size: int = 0,
+        bridge_prior: bool = False,
     ) -> None:
         if not 1 <= int(grid) <= 7:
             raise OmniretError(f"grid must be in 1..7 (EfficientNet-Lite0's map is 7x7), got {grid}")
@@ -149,10 +173,13 @@ class OmniMiniEncoder(Encoder):
         self.name = name
         self.tower = MiniLMTextTower(text_model, device=self.device, max_length=int(max_length))
         self.text_model = None if text_model is None else str(text_model)
-        self.model = OmniMiniModel(self.tower.model, grid=int(grid), feature_cache_size=int(feature_cache_size))
+        self.model = OmniMiniModel(self.tower.model, grid=int(grid), feature_cache_size=int(feature_cache_size),
+                                   bridge_prior=bool(bridge_prior))
         self.model.to(self.device)
         self.model.eval()
         self.dim = self.model.text.config.hidden_size
+        self.prior = _bridge(self.dim, self.device) if bridge_prior else None
+        self._prior_cache: dict[str, torch.Tensor] = {}
         self._weights_id = "base"
         # what a loaded model changed relative to the packaged MiniLM (kept so that saving again stays exact)
         self._full: dict[str, torch.Tensor] = {}
@@ -166,7 +193,7 @@ class OmniMiniEncoder(Encoder):
 
     def param_roles(self) -> dict[str, list[str]]:
         # the frozen EfficientNet tower is not in the module tree at all
-        return {"vision": [], "projector": ["projector.*"], "unused": []}
+        return {"vision": [], "projector": ["projector.*", "prior_gate"], "unused": []}
 
     def lora_scope(self) -> tuple[str, list[str]]:
         return "text", ["query", "value"]
@@ -218,15 +245,38 @@ class OmniMiniEncoder(Encoder):
             batch.image_pos = torch.tensor(pos, dtype=torch.long)
             batch.image_keys, batch.decoded = keys, decoded
             batch.pixels = torch.from_numpy(np.stack(pixels)) if pixels else None
+        if self.prior is not None:
+            batch.prior = self._prior_embeddings(items, is_query)
         return batch
+
+    @torch.no_grad()
+    def _prior_embeddings(self, items: list[Item], is_query: bool) -> torch.Tensor:
+        """``(B, 384)`` unit conse-minilm embeddings of ``items``, cached by content while the feature cache
+        has room (the bridge is frozen, so an item's prior never changes)."""
+        # conse-minilm ignores a document's instruction, so documents are keyed without it
+        keys = [("q" if is_query else "d") + (it if is_query else it.with_instruction(None)).fingerprint()
+                for it in items]
+        todo = [i for i, k in enumerate(keys) if k not in self._prior_cache]
+        fresh = {}
+        if todo:
+            with torch.autocast(self.device.type, enabled=False):  # the prior is float32 whatever the precision
+                emb = self.prior.embed(self.prior.prepare([items[i] for i in todo], is_query=is_query))
+            for i, e in zip(todo, F.normalize(emb.float(), dim=-1).cpu(), strict=True):
+                fresh[keys[i]] = e
+                if len(self._prior_cache) < self.model.feature_cache_size:
+                    self._prior_cache[keys[i]] = e
+        return torch.stack([fresh.get(k, self._prior_cache.get(k)) for k in keys])
 
     def forward(self, batch: OmniBatch) -> torch.Tensor:
         return self.model(batch)
 
     # ----------------------------------------------------------------- persistence
     def options(self) -> dict[str, Any]:
-        return {"grid": self.model.grid, "max_length": self.tower.max_length, "name": self.name,
+        opts = {"grid": self.model.grid, "max_length": self.tower.max_length, "name": self.name,
                 "text_model": self.text_model}
+        if self.prior is not None:  # only when on: models without it keep their options and recipe hash
+            opts["bridge_prior"] = True
+        return opts
 
     def recipe(self) -> dict[str, Any]:
         return {
@@ -236,11 +286,14 @@ class OmniMiniEncoder(Encoder):
             "image": {"model": "efficientnet-lite0", "features": "global + grid mean of head map", "frozen": True},
             "pooling": "mean over non-instruction tokens; [CLS] inst [SEP] parts [SEP]",
             "weights": self._weights_id,
+            **({"bridge_prior": self.prior.recipe()} if self.prior is not None else {}),
         }
 
     def trained_tensors(self) -> dict[str, torch.Tensor]:
         """The projector plus what training changed in MiniLM, by canonical name (see the module docstring)."""
         out = {f"projector.{k}": v.detach().cpu().contiguous() for k, v in self.model.projector.state_dict().items()}
+        if self.model.prior_gate is not None:
+            out["prior_gate"] = self.model.prior_gate.detach().cpu().reshape(())
         text = self.model.text
         full = {_canonical(n): p for n, p in text.named_parameters() if p.requires_grad and "lora_" not in n}
         full.update({k: v for k, v in self._full.items() if k not in full})
@@ -296,7 +349,10 @@ class OmniMiniEncoder(Encoder):
         own = self.model.text.state_dict()
         proj, full, deltas, unknown = {}, {}, {}, []
         for k, v in tensors.items():
-            if k.startswith("projector."):
+            if k == "prior_gate" and self.model.prior_gate is not None:
+                with torch.no_grad():
+                    self.model.prior_gate.copy_(v.reshape(()))
+            elif k.startswith("projector."):
                 proj[k[len("projector."):]] = v
             elif k.startswith("text.") and k.endswith((".delta_a", ".delta_b")):
                 deltas.setdefault(k[len("text."):-len(".delta_a")], {})[k[-1]] = v
@@ -320,6 +376,16 @@ class OmniMiniEncoder(Encoder):
         self._full = full
         self._deltas = {k: (f["b"], f["a"]) for k, f in deltas.items()}
         self._weights_id = _digest(tensors)
+
+
+def _bridge(dim: int, device: torch.device) -> Encoder:
+    """The frozen zero-shot bridge the prior comes from: conse-minilm with its default options."""
+    from omniret.encoders.mini import ConseMiniEncoder
+
+    enc = ConseMiniEncoder(device=device)
+    if enc.dim != dim:
+        raise OmniretError(f"bridge_prior: conse-minilm is {enc.dim}-d but this model's text tower is {dim}-d")
+    return enc
 
 
 def _canonical(name: str) -> str:
