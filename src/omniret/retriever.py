@@ -18,7 +18,7 @@ import numpy as np
 
 from omniret.data.corpus import load_corpus, plan_update
 from omniret.data.scan import Skip, SkipReport
-from omniret.encoders import Encoder, load_encoder
+from omniret.encoders import Encoder, load_encoder, open_reference
 from omniret.errors import OmniretError
 from omniret.index import Index, Manifest, Record, create_index, index_exists, open_index
 from omniret.index.backends import scheme_backend
@@ -123,12 +123,10 @@ def _reason(e: Exception, item: Item) -> str:
     return " ".join(msg.split())
 
 
-def _encoder_ref(encoder: Encoder | str | os.PathLike) -> str:
-    """How the manifest will name the encoder for reloading: a registered name or an absolute directory."""
-    if isinstance(encoder, Encoder):
-        return str(getattr(encoder, "source", None) or encoder.name)
-    p = Path(encoder).expanduser()
-    return str(p.resolve()) if p.is_dir() else str(encoder)
+def _encoder_ref(encoder: Encoder) -> str:
+    """How the manifest names the encoder for reopening: the ``source`` ``load_encoder`` recorded (registered
+    name, absolute directory or JSON reference); an encoder built directly falls back to its name."""
+    return encoder.source or encoder.name
 
 
 def _skipped_ids(skips: SkipReport, source: str | None) -> set[str]:
@@ -176,8 +174,8 @@ class Retriever:
                 f"{location}: folder is not empty and holds no omniret index ({', '.join(foreign[:3])}"
                 f"{', ...' if len(foreign) > 3 else ''}); index into a new or empty folder"
             )
-        ref = _encoder_ref(encoder)
         enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
+        ref = _encoder_ref(enc)
         manifest = Manifest(
             encoder_name=enc.name,
             recipe_hash=enc.recipe_hash,
@@ -197,7 +195,7 @@ class Retriever:
         index = open_index(location)
         if encoder is None:
             encoder = index.manifest.encoder_ref or index.manifest.encoder_name
-        enc = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
+        enc = encoder if isinstance(encoder, Encoder) else open_reference(str(encoder))
         if isinstance(reranker, (str, os.PathLike)):
             from omniret.rerank import load_reranker
 

@@ -15,7 +15,7 @@ from omniret.encoders import load_encoder
 from omniret.errors import OmniretError
 from omniret.training.config import MineConfig, config_from_dict
 from omniret.training.mining import choose, modality_aware_sets
-from omniret.training.trainer import Trainer
+from omniret.training.stages import run_training
 
 COLORS = {"red": (220, 20, 20), "blue": (20, 40, 220), "green": (20, 160, 40), "yellow": (240, 220, 20),
           "black": (10, 10, 10), "white": (245, 245, 245)}
@@ -124,7 +124,7 @@ def test_trainer_reuses_an_identical_mining_job(root, tmp_path):
                    {"name": "other", "init": "previous", "mine": {"model": "stage:rand", **mine, "count": 1}}],
     }
     logs: list[str] = []
-    Trainer(config_from_dict(raw, tmp_path), log=logs.append).run()
+    run_training(config_from_dict(raw, tmp_path), log=logs.append)
     run = tmp_path / "run"
     mined = {s: run / s / "mined" / "source0" for s in ("hard", "again", "other")}
     assert any(f"reusing hard negatives mined in {mined['hard']}" in m for m in logs)
@@ -135,4 +135,4 @@ def test_trainer_reuses_an_identical_mining_job(root, tmp_path):
     bad = {**raw, "output_dir": "bad", "stages": [raw["stages"][0],
                                                   {"name": "x", "init": "base", "mine": {"model": "stage:nope", **mine}}]}
     with pytest.raises(OmniretError, match="stage:nope.*names no completed earlier stage"):
-        Trainer(config_from_dict(bad, tmp_path), log=logs.append).run()
+        run_training(config_from_dict(bad, tmp_path), log=logs.append)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from omniret.encoders import load_encoder
 from omniret.training.config import config_from_dict
-from omniret.training.trainer import Trainer
+from omniret.training.stages import run_training
 
 STEPS, EVERY = 24, 4
 
@@ -35,7 +35,7 @@ def test_kill9_and_resume_matches_uninterrupted(setup):
     root, bert, pairs = setup
     # reference: uninterrupted, in this process
     ref_cfg = config_from_dict(make_config(root, "ref", bert, pairs, STEPS, EVERY), root)
-    Trainer(ref_cfg, log=lambda s: None).run()
+    run_training(ref_cfg, log=lambda s: None)
     ref = _final_tensors(root / "ref")
 
     cfg_file = root / "run.yaml"

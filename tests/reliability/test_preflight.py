@@ -13,7 +13,7 @@ from omniret.errors import DataError
 from omniret.eval.runner import MBeirOptions, evaluate_mbeir
 from omniret.losses.contrastive import InfoNCE
 from omniret.training.config import ConfigError, config_from_dict
-from omniret.training.trainer import Trainer
+from omniret.training.stages import build_encoder, check_run_dir, run_training
 
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from _eval_helpers import build_colour_mbeir  # noqa: E402
@@ -43,29 +43,28 @@ def test_missing_data_fails_before_the_run_folder_is_stamped(tmp_path, key, valu
     raw["data"]["sources"][0][key] = str(tmp_path / value)
     cfg = config_from_dict(raw, tmp_path)
     with pytest.raises(ConfigError, match=message):
-        Trainer(cfg, log=lambda s: None).run()
+        run_training(cfg, log=lambda s: None)
     assert not (tmp_path / "run").exists()
 
 
 def test_model_option_typo_is_a_config_error(tmp_path):
     cfg = config_from_dict(_config(tmp_path, model={"family": "omni-mini", "options": {"gird": 2}}), tmp_path)
-    trainer = Trainer(cfg, log=lambda s: None)
     with pytest.raises(ConfigError, match="model.options \\['gird'\\] for family 'omni-mini'.*gird"):
-        trainer._build_encoder(cfg.resolved_stages()[0], None)
+        build_encoder(cfg, cfg.resolved_stages()[0], None)
     with pytest.raises(ConfigError, match="model.family: unknown family 'nope'"):
         config_from_dict(_config(tmp_path, model={"family": "nope"}), tmp_path).check_inputs()
 
 
 def test_failed_start_leaves_the_folder_reusable(tmp_path):
     first = config_from_dict(_config(tmp_path, seed=1), tmp_path)
-    Trainer(first, log=lambda s: None)._check_run_dir()  # stamped, then the start "failed"
+    check_run_dir(first, tmp_path / "run")  # stamped, then the start "failed"
     second = config_from_dict(_config(tmp_path, seed=2), tmp_path)
-    Trainer(second, log=lambda s: None)._check_run_dir()  # nothing trained yet: the folder is reused
+    check_run_dir(second, tmp_path / "run")  # nothing trained yet: the folder is reused
     assert (tmp_path / "run" / "config_digest").read_text().strip() == second.digest()
     (tmp_path / "run" / "main").mkdir()
     (tmp_path / "run" / "main" / "step-00000004").mkdir()  # now a run has produced output
     with pytest.raises(Exception, match="holds a run with a different config"):
-        Trainer(first, log=lambda s: None)._check_run_dir()
+        check_run_dir(first, tmp_path / "run")
 
 
 def test_fixed_temperature_is_not_clamped():

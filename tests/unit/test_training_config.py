@@ -7,6 +7,7 @@ import torch
 import yaml
 from torch import nn
 
+from omniret.encoders.base import Encoder
 from omniret.training.config import ConfigError, LoraConfig, ModelConfig, SourceConfig, load_config
 from omniret.training.data import Example, MixtureSampler, Source, pairs_examples
 from omniret.training.lora import apply_policy
@@ -122,24 +123,45 @@ def test_pairs_source_reads_graded_qrels(tmp_path):
     assert [p.text for p in only.positives] == ["one"] and [n.text for n in only.negatives] == ["two"]
 
 
-class _Toy(nn.Module):
+class _Toy(Encoder):
+    """The training contract of a toy network: a vision layer, a projector and a one-layer "language model"."""
+
     def __init__(self):
-        super().__init__()
-        self.vision = nn.Linear(4, 4)
-        self.projector = nn.Linear(4, 4)
-        self.query = nn.Linear(4, 4)
+        self.net = nn.Module()
+        self.net.vision, self.net.projector, self.net.query = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def prepare(self, items, *, is_query):
+        raise NotImplementedError
+
+    def forward(self, batch):
+        raise NotImplementedError
+
+    def trainable_parts(self):
+        return {"net": self.net}
+
+    def param_roles(self):
+        return {"vision": ["vision.*"], "projector": ["projector.*"], "unused": []}
+
+    def lora_scope(self):
+        return "", ["query"]
 
 
 def test_freezing_policy_and_lora():
-    m = _Toy()
-    counts = apply_policy(m, ModelConfig(frozen=["vision.*"]))
-    assert not m.vision.weight.requires_grad and m.projector.weight.requires_grad
+    e = _Toy()
+    counts = apply_policy(e, ModelConfig())  # full fine-tuning; the vision tower frozen by default
+    assert not e.net.vision.weight.requires_grad and e.net.projector.weight.requires_grad
     assert counts == {"trainable": 40, "total": 60}
-    m = _Toy()
-    counts = apply_policy(m, ModelConfig(lora=LoraConfig(r=2, alpha=4, target_modules=["query"]),
-                                         trainable=["projector.*"]))
-    names = {n for n, p in m.named_parameters() if p.requires_grad}
+    e = _Toy()
+    assert apply_policy(e, ModelConfig(freeze_vision=False, frozen=["query.*"])) == {"trainable": 40, "total": 60}
+    assert e.net.vision.weight.requires_grad and not e.net.query.weight.requires_grad
+    e = _Toy()
+    counts = apply_policy(e, ModelConfig(lora=LoraConfig(r=2, alpha=4)))  # the family's LoRA targets
+    names = {n for n, p in e.net.named_parameters() if p.requires_grad}
     assert names == {"projector.weight", "projector.bias", "query.lora_A.default.weight", "query.lora_B.default.weight"}
+    e = _Toy()
+    apply_policy(e, ModelConfig(lora=LoraConfig(r=2, alpha=4), train_projector=False, trainable=["vision.bias"]))
+    names = {n for n, p in e.net.named_parameters() if p.requires_grad}
+    assert names == {"vision.bias", "query.lora_A.default.weight", "query.lora_B.default.weight"}
     with pytest.raises(Exception, match="matches no parameter"):
         apply_policy(_Toy(), ModelConfig(frozen=["nothing.*"]))
     with pytest.raises(Exception, match="match no linear layer"):

@@ -70,7 +70,7 @@ def test_gradient_reaches_projector_not_vision(enc):
 
 def _lora(e, seed, targets=("query", "value"), trainable=("projector.*",)):
     torch.manual_seed(seed)
-    apply_policy(e.model, ModelConfig(lora=LoraConfig(r=2, alpha=4, target_modules=list(targets)),
+    apply_policy(e, ModelConfig(lora=LoraConfig(r=2, alpha=4, target_modules=list(targets)),
                                       trainable=list(trainable)))
     with torch.no_grad():  # make the adapters non-trivial (peft starts B at zero)
         for n, p in e.model.named_parameters():

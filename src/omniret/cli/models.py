@@ -1,6 +1,9 @@
-"""`omniret models`: the model families and the registered checkpoint names, with their recipes."""
+"""`omniret models`: the model families and the registered checkpoint names, with their recipes;
+`omniret models make-tiny FAMILY DIR`: a tiny random checkpoint for smoke runs and tests."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -23,10 +26,17 @@ def _rows() -> tuple[list[tuple[str, str]], list[tuple[str, str, str, str]]]:
     return fams, names
 
 
+models_app = typer.Typer(help="Model families and registered names.", invoke_without_command=True)
+
+
+@models_app.callback()
 def models_cmd(
+    ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """List model families and registered model names (and whether their weights are available locally)."""
+    if ctx.invoked_subcommand is not None:
+        return
     fams, names = _rows()
     if as_json:
         import json
@@ -54,5 +64,17 @@ def models_cmd(
     console.print(t)
 
 
+@models_app.command("make-tiny")
+def make_tiny_cmd(
+    family: str = typer.Argument(..., help="gme, vlm2vec, rematch, mmembed, clip, siglip or omni-mini."),
+    out: Path = typer.Argument(..., help="Directory to write (load it with load_encoder(DIR))."),
+    seed: int = typer.Option(0, help="Weight initialisation seed."),
+) -> None:
+    """Write a tiny random checkpoint of FAMILY (random weights: for smoke runs and tests, not retrieval)."""
+    from omniret.encoders.tiny import make_tiny
+
+    typer.echo(f"tiny {family} model: {make_tiny(family, out, seed=seed)}")
+
+
 def register(app: typer.Typer) -> None:
-    app.command("models")(models_cmd)
+    app.add_typer(models_app, name="models")

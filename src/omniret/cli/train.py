@@ -20,7 +20,7 @@ def train_cmd(
     import dataclasses
 
     from omniret.training.config import load_config
-    from omniret.training.trainer import Trainer
+    from omniret.training.stages import run_training
 
     cfg = load_config(config)
     if output_dir is not None:
@@ -29,7 +29,7 @@ def train_cmd(
         cfg.optim.max_steps = max_steps
         cfg.stages = [dataclasses.replace(s, optim=dataclasses.replace(s.optim, max_steps=max_steps)) if s.optim else s
                       for s in cfg.stages]
-    final = Trainer(cfg.validate(), log=typer.echo).run()
+    final = run_training(cfg.validate(), log=typer.echo)
     typer.echo(f"model: {final}")
 
 

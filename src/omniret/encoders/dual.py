@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from omniret.encoders import FAMILIES
-from omniret.encoders.base import PRECISIONS, Encoder
+from omniret.encoders.base import Encoder
 from omniret.encoders.hub import register_checkpoint
-from omniret.encoders.saved import read_saved_config, save_dir
+from omniret.encoders.saved import read_saved_config, save_parts
 from omniret.errors import ConfigError
 from omniret.types import ImagePart, Item
 
@@ -55,10 +55,8 @@ class DualEncoder(Encoder):
                  device: str = "cpu", precision: str = "fp32", trust_remote_code: bool = False) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision={precision!r} is not valid; choose one of {', '.join(PRECISIONS)}")
+        self.set_runtime(device, precision)
         self.path, self.recipe_, self.family = Path(path), recipe, family
-        self.device, self.precision = torch.device(device), precision
         self.name = name or str(self.path.resolve())
         config = AutoConfig.from_pretrained(self.path, trust_remote_code=trust_remote_code)
         if config.model_type != MODEL_TYPES[family]:
@@ -79,8 +77,19 @@ class DualEncoder(Encoder):
     def recipe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "dim": self.dim, **asdict(self.recipe_)}
 
-    def item_length(self, item: Item) -> int:
-        return sum(len(t) for t in item.texts) // 4 + 64 * len(item.images) + 1
+    image_length = 64  # a tower pass per image: cost, not tokens
+
+    # ----------------------------------------------------------------- training contract
+    def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def param_roles(self) -> dict[str, list[str]]:
+        # CLIP: visual_projection / text_projection; SigLIP: the heads inside each tower
+        return {"vision": ["vision_model.*"], "projector": ["visual_projection.*", "vision_model.head.*"],
+                "unused": ["logit_scale", "logit_bias"]}
+
+    def lora_scope(self) -> tuple[str, list[str]]:
+        return "text_model", ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 
     # ----------------------------------------------------------------- prepare / forward
     def item_text(self, item: Item, is_query: bool) -> str | None:
@@ -136,10 +145,10 @@ class DualEncoder(Encoder):
         return out.index_add_(0, torch.cat(rows).to(emb.device), emb)
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
-        """Write HF-layout weights, tokenizer, image processor and ``omniret.json``."""
-        meta = {"family": self.family, "name": self.name, "recipe": asdict(self.recipe_)}
-        return save_dir(path, meta, self.model, self.tokenizer, self.image_processor)
+    def save_files(self, out: Path) -> dict[str, Any]:
+        """HF-layout weights, tokenizer and image processor; the recipe goes into ``omniret.json``."""
+        save_parts(out, self.model, self.tokenizer, self.image_processor)
+        return {"family": self.family, "name": self.name, "recipe": asdict(self.recipe_)}
 
 
 RUNTIME = frozenset({"name", "device", "precision", "trust_remote_code"})

@@ -45,10 +45,10 @@ import numpy as np
 import torch
 
 from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
-from omniret.encoders.base import PRECISIONS, Encoder
+from omniret.encoders.base import Encoder
 from omniret.encoders.effnet import EfficientNetLite0, imagenet_classes, preprocess
 from omniret.encoders.minilm import MAX_LENGTH, MiniLMTextTower, TextBatch, default_minilm_path
-from omniret.encoders.saved import read_saved_config, save_dir
+from omniret.encoders.saved import read_saved_config
 from omniret.errors import OmniretError
 from omniret.io import atomic_open
 from omniret.types import Item
@@ -81,16 +81,6 @@ def _cpu_has_native_bf16() -> bool:
         return False
 
 
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise OmniretError(f"device {device!r} is not a torch device ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise OmniretError(f"device {device!r} requested but CUDA is not available here")
-    return dev
-
-
 def _cache_root() -> Path:
     return Path(os.environ.get("OMNIRET_CACHE", Path.home() / ".cache" / "omniret"))
 
@@ -114,8 +104,6 @@ class ConseMiniEncoder(Encoder):
         max_length: int = MAX_LENGTH,
         prompt_cache: bool = True,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise OmniretError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if not 1 <= int(top_k) <= 1000:
             raise OmniretError(f"top_k must be in 1..1000, got {top_k}")
         if not float(temperature) > 0:
@@ -125,8 +113,7 @@ class ConseMiniEncoder(Encoder):
             raise OmniretError(f"templates must be non-empty and each contain '{{}}', got {templates!r}")
         if not 8 <= int(max_length) <= 512:
             raise OmniretError(f"max_length must be in 8..512, got {max_length}")
-        self.device = _check_device(device)
-        self.precision = precision
+        self.set_runtime(device, precision)
         if precision == "bf16" and self.device.type == "cpu" and not _cpu_has_native_bf16():
             warnings.warn(
                 "precision='bf16' on a CPU without native bf16 (AVX512-BF16/AMX) is emulated and several times "
@@ -162,12 +149,12 @@ class ConseMiniEncoder(Encoder):
             "image_query_instruction": "ignored",
         }
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write ``omniret.json`` so ``load_encoder(path)`` rebuilds this encoder with the same options."""
+    def save_files(self, out: Path) -> dict[str, Any]:
+        """Nothing but ``omniret.json``: the options rebuild this encoder from the packaged weights."""
         opts = self.options()
         if self.text.path != default_minilm_path():
             opts["text_model"] = str(self.text.path)
-        return save_dir(path, {"family": self.family, "name": self.name, "options": opts, "recipe": self.recipe()})
+        return {"family": self.family, "name": self.name, "options": opts, "recipe": self.recipe()}
 
     # ----------------------------------------------------------------- lazy image side
     def _vision_tower(self) -> EfficientNetLite0:

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from omniret.encoders.base import PRECISIONS, Encoder
+from omniret.encoders.base import Encoder
 from omniret.encoders.pooling import POOLERS, pool
-from omniret.encoders.saved import read_saved_config, save_dir
+from omniret.encoders.saved import read_saved_config, save_parts
 from omniret.errors import ConfigError, DataError
 from omniret.registry import Registry
 from omniret.types import ImagePart, Item
@@ -171,11 +171,10 @@ class QwenVLEncoder(Encoder):
                  precision: str = "fp32", trust_remote_code: bool = False, base_model: str | None = None) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
-        _choice("precision", precision, PRECISIONS)
+        self.set_runtime(device, precision)
         self.path = Path(path)
         self.recipe_ = recipe
-        self.device = torch.device(device)
-        self.precision = precision
+        self.extra_length = recipe.num_tokens
         self.trust_remote_code = trust_remote_code
         self.name = name or str(self.path.resolve())
         weights, adapter = resolve_adapter(self.path, base_model)
@@ -223,9 +222,24 @@ class QwenVLEncoder(Encoder):
     def recipe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "dim": self.dim, **asdict(self.recipe_)}
 
-    def item_length(self, item: Item) -> int:
-        text = sum(len(t) for t in item.texts) + len(item.instruction or "")
-        return text // 4 + 256 * len(item.images) + self.recipe_.num_tokens + 1
+    # ----------------------------------------------------------------- training contract
+    def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def _qualified(self, globs: list[str]) -> list[str]:
+        """``globs`` over the HF model's names, as names of :meth:`trainable_module` (prefixed by ``model.``
+        when the family trains more than the HF model, e.g. ReMatch's token banks)."""
+        pre = "model." if len(self.trainable_parts()) > 1 else ""
+        return [pre + g for g in globs]
+
+    def param_roles(self) -> dict[str, list[str]]:
+        # Qwen2-VL: model.visual = ViT blocks + "merger" (the 2x2 patch-merging MLP projector into the LM)
+        return {"vision": self._qualified(["model.visual.*"]), "projector": self._qualified(["model.visual.merger.*"]),
+                "unused": self._qualified(["lm_head.*"])}
+
+    def lora_scope(self) -> tuple[str, list[str]]:
+        pre = self._qualified(["model.language_model"])[0]
+        return pre, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
     # ----------------------------------------------------------------- prepare (CPU, worker thread)
     def render(self, item: Item, is_query: bool) -> str:
@@ -337,10 +351,10 @@ class QwenVLEncoder(Encoder):
         return pool(self.recipe_.pooling, hidden, self.pool_mask(batch).to(hidden.device))
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
-        """Write HF-layout weights, tokenizer, image processor and ``omniret.json`` (family + recipe)."""
-        meta = {"family": self.family, "name": self.name, "recipe": asdict(self.recipe_)}
-        return save_dir(path, meta, self.model, self.tokenizer, self.image_processor)
+    def save_files(self, out: Path) -> dict[str, Any]:
+        """HF-layout weights, tokenizer and image processor; the recipe goes into ``omniret.json``."""
+        save_parts(out, self.model, self.tokenizer, self.image_processor)
+        return {"family": self.family, "name": self.name, "recipe": asdict(self.recipe_)}
 
 
 RUNTIME_OPTIONS = frozenset({"name", "device", "precision", "trust_remote_code", "base_model"})

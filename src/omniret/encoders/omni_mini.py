@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
-from omniret.encoders.base import PRECISIONS, Encoder
+from omniret.encoders.base import Encoder
 from omniret.encoders.effnet import EfficientNetLite0, preprocess
 from omniret.encoders.minilm import MAX_INSTRUCTION_TOKENS, MAX_LENGTH, MiniLMTextTower, default_minilm_path
-from omniret.encoders.saved import read_saved_config, save_dir
+from omniret.encoders.pooling import masked_mean
+from omniret.encoders.saved import read_saved_config, write_saved_config
 from omniret.errors import ModelNotFoundError, OmniretError
 from omniret.types import ImagePart, Item
 
@@ -122,8 +123,7 @@ class OmniMiniModel(nn.Module):
             flat = flat.index_copy(0, batch.image_pos.to(dev).reshape(-1), soft.reshape(-1, soft.shape[-1]).to(flat.dtype))
             embeds = flat.reshape(embeds.shape)
         hidden = self.text(inputs_embeds=embeds, attention_mask=att).last_hidden_state  # (B, L, H)
-        w = batch.pool_mask.to(dev).unsqueeze(-1).to(hidden.dtype)
-        return (hidden * w).sum(1) / w.sum(1).clamp(min=1e-9)
+        return masked_mean(hidden, batch.pool_mask.to(dev))
 
 
 class OmniMiniEncoder(Encoder):
@@ -142,11 +142,10 @@ class OmniMiniEncoder(Encoder):
         precision: str = "fp32",
         feature_cache_size: int = 0,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise OmniretError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if not 1 <= int(grid) <= 7:
             raise OmniretError(f"grid must be in 1..7 (EfficientNet-Lite0's map is 7x7), got {grid}")
-        self.device, self.precision, self.name = torch.device(device), precision, name
+        self.set_runtime(device, precision)
+        self.name = name
         self.tower = MiniLMTextTower(text_model, device=self.device, max_length=int(max_length))
         self.text_model = None if text_model is None else str(text_model)
         self.model = OmniMiniModel(self.tower.model, grid=int(grid), feature_cache_size=int(feature_cache_size))
@@ -158,9 +157,20 @@ class OmniMiniEncoder(Encoder):
         self._full: dict[str, torch.Tensor] = {}
         self._deltas: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    image_length = 200  # about one image's cost in tokens on one CPU thread
+
+    # ----------------------------------------------------------------- training contract
+    def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def param_roles(self) -> dict[str, list[str]]:
+        # the frozen EfficientNet tower is not in the module tree at all
+        return {"vision": [], "projector": ["projector.*"], "unused": []}
+
+    def lora_scope(self) -> tuple[str, list[str]]:
+        return "text", ["query", "value"]
+
     # ----------------------------------------------------------------- Encoder hooks
-    def item_length(self, item: Item) -> int:
-        return sum(len(t) for t in item.texts) // 4 + 200 * len(item.images) + 1
 
     def prepare(self, items: list[Item], *, is_query: bool) -> OmniBatch:
         """Token rows in part order with placeholders for image soft tokens; images decoded and resized."""
@@ -257,19 +267,25 @@ class OmniMiniEncoder(Encoder):
             out[f"text.{name}.delta_a"] = a.float().cpu().contiguous()
         return out
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write ``model.safetensors`` + ``omniret.json`` so ``load_encoder(path)`` rebuilds this model."""
+    def save(self, path: str | os.PathLike, *, merge_lora: bool = False) -> Path:
+        """Write ``model.safetensors`` + ``omniret.json`` so ``load_encoder(path)`` rebuilds this model.
+
+        omni-mini's own format stores what training changed relative to the packaged MiniLM; LoRA updates are
+        kept as their low-rank factors and applied to the weights at load, so ``merge_lora`` changes nothing.
+        """
         from safetensors.torch import save_file
 
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
+        (out / SAVED_CONFIG).unlink(missing_ok=True)
         tensors = self.trained_tensors()
         save_file(tensors, str(out / WEIGHTS))
         self._weights_id = _digest(tensors)
-        return save_dir(out, {"family": FAMILY, "name": self.name, "options": self.options(), "recipe": self.recipe()})
+        meta = {"family": FAMILY, "name": self.name, "options": self.options(), "recipe": self.recipe()}
+        return write_saved_config(out, meta)
 
     def load_trained(self, path: str | os.PathLike) -> None:
-        """Load ``model.safetensors`` written by :meth:`save_pretrained` (unknown tensor names are an error)."""
+        """Load ``model.safetensors`` written by :meth:`save` (unknown tensor names are an error)."""
         from safetensors.torch import load_file
 
         file = Path(path) / WEIGHTS

@@ -18,8 +18,21 @@ def save_dir(path: str | os.PathLike, meta: dict[str, Any], *hf_parts: Any) -> P
     ``omniret.json`` last and atomically, so a half-written directory never looks like a saved model."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
+    save_parts(out, *hf_parts)
+    return write_saved_config(out, meta)
+
+
+def save_parts(out: Path, *hf_parts: Any) -> None:
+    """``save_pretrained`` each HF part (model, tokenizer, processor) into ``out`` (a stale ``omniret.json``
+    is removed first, so an interrupted overwrite never looks like a complete model)."""
+    (out / SAVED_CONFIG).unlink(missing_ok=True)
     for part in hf_parts:
         part.save_pretrained(out)
+
+
+def write_saved_config(path: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write ``omniret.json`` into ``path`` atomically (temp file + rename); returns ``path``."""
+    out = Path(path)
     atomic_write_json(out / SAVED_CONFIG, meta, default=str)
     return out
 

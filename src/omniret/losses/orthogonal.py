@@ -1,4 +1,4 @@
-"""ReMatch's orthogonal regulariser for multi-token embeddings (METHODS.md §3.3).
+"""ReMatch's orthogonal regulariser for multi-token embeddings (arXiv 2511.19278 §3; docs/rematch.md).
 
 ``L_orth = 2 / (K(K-1)) · Σ_{i<j} (ê_iᵀ ê_j)²`` per input, averaged over inputs: it pushes the K learnable
 token states of one input towards mutually orthogonal directions so they carry different information.
@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from omniret.errors import OmniretError
+from omniret.losses.terms import LOSS_TERMS, LossInputs, LossTerm
 
 
 def orthogonal_loss(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -37,3 +38,16 @@ def orthogonal_loss(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> t
             return per_input.sum() * 0.0
         per_input = per_input[mask.bool()]
     return per_input.mean()
+
+
+@LOSS_TERMS.register("orth", "ReMatch's L_orth: mean pairwise squared cosine of each input's K token states")
+class OrthTerm(LossTerm):
+    """:func:`orthogonal_loss` over the K token states of every query, positive and hard negative of the
+    batch (arXiv 2511.19278 §3; averaged over all of them [I])."""
+
+    needs = "tokens"
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        if not inputs.tokens:
+            raise OmniretError("loss term 'orth' needs token states; the encoder gave none")
+        return orthogonal_loss(torch.cat([t for t in inputs.tokens.values() if t is not None]))

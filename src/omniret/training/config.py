@@ -29,29 +29,39 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omniret.errors import OmniretError
-
-
-class ConfigError(OmniretError, ValueError):
-    """An invalid training config: names the key and the problem."""
+from omniret.errors import ConfigError  # noqa: F401  (an invalid config: names the key and the problem)
 
 
 @dataclass
 class LoraConfig:
+    """LoRA on the language model (defaults: MM-Embed's r=8, α=64, METHODS.md §2.4)."""
+
     r: int = 8
     alpha: int = 64
     dropout: float = 0.0
-    #: module-name suffixes to adapt (BERT: query/key/value/dense; Mistral/Qwen: q_proj/v_proj/...)
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    #: module-name suffixes to adapt; null = the family's default (Mistral/Qwen: q/k/v/o/gate/up/down_proj,
+    #: BERT: query/value, CLIP text: q/k/v/out_proj/fc1/fc2)
+    target_modules: list[str] | None = None
+    #: module prefix the targets live under; null = the family's language model ("" = anywhere)
+    scope: str | None = None
 
 
 @dataclass
 class ModelConfig:
     family: str = "omni-mini"
-    #: where weights start: None = the family's base model; a path = a saved omniret model
+    #: where weights start: None = the family's base model; a path = a saved omniret model or HF directory;
+    #: ``tiny:<family>`` = a tiny random checkpoint built on the fly (smoke runs, see ``omniret models make-tiny``)
     init: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: LoRA on the language model (everything else frozen except the projector/heads); null = full fine-tuning
     lora: LoraConfig | None = None
+    #: keep the vision tower frozen (the family says which parameters that is)
+    freeze_vision: bool = True
+    #: train the vision-language projector and pooling heads (also under LoRA)
+    train_projector: bool = True
+    gradient_checkpointing: bool = False
+    #: save LoRA merged into the weights instead of as adapters (both reload with ``load_encoder``)
+    merge_lora: bool = False
     #: freezing policy: fnmatch patterns over parameter names; ``trainable`` is applied after ``frozen``
     frozen: list[str] = field(default_factory=list)
     trainable: list[str] = field(default_factory=list)
@@ -91,11 +101,21 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
+    """The objective: ``terms`` (see :mod:`omniret.losses.terms`), or, when ``terms`` is empty, one
+    ``contrastive`` term built from ``temperature`` / ``learnable_temperature`` / ``symmetric``."""
+
+    terms: list[dict[str, Any]] = field(default_factory=list)
     temperature: float = 0.05
     learnable_temperature: bool = False
     symmetric: bool = False
     #: explicit hard negatives per query (from ``neg_cand_list`` / ``neg_*`` fields); 0 = in-batch only
     hard_negatives: int = 0
+
+    def term_specs(self) -> list[dict[str, Any]]:
+        if self.terms:
+            return [dict(t) for t in self.terms]
+        return [{"name": "contrastive", "weight": 1.0, "temperature": self.temperature,
+                 "learnable_temperature": self.learnable_temperature, "symmetric": self.symmetric}]
 
 
 @dataclass
@@ -231,6 +251,14 @@ def _check_stage(st: ResolvedStage) -> None:
             raise ConfigError(f"{where}: data.sources[{i}].weight must be > 0, got {s.weight}")
     if lo.hard_negatives < 0 or not lo.temperature > 0:
         raise ConfigError(f"{where}: loss.hard_negatives must be >= 0 and loss.temperature > 0")
+    from omniret.losses import build_loss
+    from omniret.training import matching  # noqa: F401  (registers the 'match' loss term)
+
+    loss = build_loss(lo.term_specs(), f"{where}: loss.terms")
+    if o.gradcache_chunk and "forward" in loss.needs:
+        names = [n for n, t in loss.terms.items() if t.needs == "forward"]
+        raise ConfigError(f"{where}: loss term(s) {', '.join(names)} run their own forward pass over the whole "
+                          f"batch and cannot work with GradCache; set optim.gradcache_chunk: 0")
     if st.mine is not None:
         m = st.mine
         if not 0 <= m.min_rank < m.top_n or m.count < 1 or m.mix not in ("union", "wrong_modality", "right_modality"):
@@ -294,7 +322,7 @@ def _resolve_paths(obj: Any, base: Path) -> None:
     """Make relative path fields absolute against ``base`` (the config file's directory)."""
 
     def fix(v: str | None) -> str | None:
-        if v is None or v in ("base", "previous") or v.startswith("stage:") or os.path.isabs(v):
+        if v is None or v in ("base", "previous") or v.startswith(("stage:", "tiny:")) or os.path.isabs(v):
             return v
         return str((base / v).resolve())
 

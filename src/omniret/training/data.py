@@ -170,13 +170,18 @@ class MixtureSampler:
     """Deterministic batches: step ``s`` depends only on ``seed`` and the counters in :attr:`state`.
 
     Each stream (a task, or a whole source in mixed mode) walks through its own seeded permutation,
-    epoch after epoch, so every example is seen once per epoch of its stream.
+    epoch after epoch, so every example is seen once per epoch of its stream. With ``world`` > 1 every
+    process draws the same global batch of ``batch_size`` and :meth:`next_batch` returns shard ``rank``
+    (rows ``rank·B/W … (rank+1)·B/W`` with their hard negatives), so neither trainer nor loss slices by rank.
     """
 
     def __init__(self, sources: list[Source], batch_size: int, batching: str = "mixed", hard_negatives: int = 0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        if batch_size % world:
+            raise DataError(f"batch_size {batch_size} is not divisible by {world} processes")
         self.sources, self.batch_size, self.batching = sources, batch_size, batching
         self.hard_negatives, self.seed = hard_negatives, seed
+        self.rank, self.world = rank, world
         self.streams: dict[str, list[Example]] = {}
         for s in sources:
             if batching == "homogeneous":
@@ -208,7 +213,15 @@ class MixtureSampler:
         else:
             picks = [self.sources[int(i)].name for i in rng.choice(len(self.sources), self.batch_size, p=self.weights)]
         exs = [self._draw(s) for s in picks]
-        return self._assemble(exs, rng)
+        return self._shard(self._assemble(exs, rng))
+
+    def _shard(self, batch: Batch) -> Batch:
+        """This process's rows of the global batch."""
+        if self.world == 1:
+            return batch
+        b, h = len(batch.queries), self.hard_negatives
+        lo, hi = self.rank * b // self.world, (self.rank + 1) * b // self.world
+        return Batch(batch.queries[lo:hi], batch.positives[lo:hi], batch.negatives[lo * h : hi * h])
 
     def _assemble(self, exs: list[Example], rng: np.random.Generator) -> Batch:
         pos = [e.positives[int(rng.integers(len(e.positives)))] for e in exs]

@@ -1,51 +1,62 @@
-"""LoRA adapters (via peft) and freezing policies by parameter-name patterns.
+"""What trains: LoRA on the language model (via peft, :mod:`omniret.encoders.lora`) and freezing policies.
 
-The policy is applied in order: LoRA injection (which freezes every non-adapter weight), then ``frozen``
-patterns switch parameters off, then ``trainable`` patterns switch them on — e.g. MM-Embed's recipe is
-``lora: {r: 8, alpha: 64}`` + ``trainable: ["projector.*"]`` (vision tower frozen, projector and LoRA
-trained). Patterns are fnmatch globs over ``named_parameters()`` names.
+The policy reads only the encoder contract (``trainable_module``, ``param_roles``, ``lora_scope``), so it is
+the same for every family. In order:
+
+1. ``model.lora`` set: LoRA layers go into the family's language model (``lora_scope``; targets and scope
+   overridable), and only the adapters train. A model that already carries adapters (a stage initialised
+   from a previous stage saved with adapters kept) keeps training those instead of stacking new ones.
+   ``model.lora`` null: full fine-tuning, every parameter trains.
+2. the vision tower is frozen (``freeze_vision``), the projector and pooling heads train
+   (``train_projector``), parameters the embedding never uses (an LM head) are frozen;
+3. ``frozen`` then ``trainable`` fnmatch patterns over parameter names switch parameters off / on — e.g.
+   ``trainable: ["text.pooler.*"]``.
 """
 
 from __future__ import annotations
 
 from fnmatch import fnmatch
+from typing import Any
 
-from torch import nn
-
+from omniret.encoders.lora import LoraSpec, inject_lora, is_lora_layer, remember_spec
 from omniret.errors import OmniretError
-from omniret.training.config import LoraConfig, ModelConfig
+from omniret.training.config import ModelConfig
 
 
-def apply_lora(module: nn.Module, cfg: LoraConfig) -> nn.Module:
-    """Inject LoRA adapters in place into every ``nn.Linear`` whose name ends with a ``target_modules`` entry."""
-    try:
-        from peft import LoraConfig as PeftLoraConfig
-        from peft import inject_adapter_in_model
-    except ImportError as e:
-        raise OmniretError("model.lora needs peft: pip install 'omniret[train]'") from e
-    names = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]
-    if not any(n.split(".")[-1] in cfg.target_modules for n in names):
-        raise OmniretError(
-            f"model.lora.target_modules {cfg.target_modules} match no linear layer; examples of names: "
-            f"{', '.join(sorted({n.split('.')[-1] for n in names})[:12])}"
-        )
-    peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules)
-    return inject_adapter_in_model(peft_cfg, module)
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch(name, p) for p in patterns)
 
 
-def apply_policy(module: nn.Module, cfg: ModelConfig) -> dict[str, int]:
-    """LoRA (if configured) then freeze/unfreeze by pattern. Returns parameter counts ``{trainable, total}``."""
-    if cfg.lora is not None:
-        apply_lora(module, cfg.lora)
+def apply_policy(encoder: Any, cfg: ModelConfig) -> dict[str, int]:
+    """Apply LoRA + freezing to ``encoder.trainable_module()``. Returns ``{trainable, total}`` parameter counts."""
+    module = encoder.trainable_module()
+    has_lora = any(is_lora_layer(m) for m in module.modules())
+    if cfg.lora is not None and not has_lora:
+        scope, targets = encoder.lora_scope()
+        spec = LoraSpec(r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
+                        targets=list(cfg.lora.target_modules or targets),
+                        scope=scope if cfg.lora.scope is None else cfg.lora.scope)
+        inject_lora(module, spec)
+        remember_spec(module, spec)
+        has_lora = True
+    roles = encoder.param_roles()
     names = [n for n, _ in module.named_parameters()]
     for pat in cfg.frozen + cfg.trainable:
         if not any(fnmatch(n, pat) for n in names):
             raise OmniretError(f"model freezing pattern {pat!r} matches no parameter (e.g. {names[0]!r})")
     for n, p in module.named_parameters():
-        if any(fnmatch(n, pat) for pat in cfg.frozen):
-            p.requires_grad_(False)
-        if any(fnmatch(n, pat) for pat in cfg.trainable):
-            p.requires_grad_(True)
+        on = ".lora_" in n if has_lora else True
+        if cfg.freeze_vision and _matches(n, roles["vision"]):
+            on = False
+        if cfg.train_projector and _matches(n, roles["projector"]):
+            on = True
+        if _matches(n, roles["unused"]):
+            on = False
+        if _matches(n, cfg.frozen):
+            on = False
+        if _matches(n, cfg.trainable):
+            on = True
+        p.requires_grad_(on)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     if trainable == 0:
         raise OmniretError("the freezing policy leaves no trainable parameter (check model.frozen/trainable/lora)")

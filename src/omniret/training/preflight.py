@@ -17,8 +17,15 @@ def check_inputs(cfg: TrainConfig) -> None:
     from omniret.training.config import ConfigError
 
     _check_model_options(cfg)
-    if cfg.model.init is not None and not Path(cfg.model.init).exists():
-        raise ConfigError(f"model.init: {cfg.model.init}: no such model directory")
+    init = cfg.model.init
+    if init is not None and init.startswith("tiny:"):
+        from omniret.encoders.tiny import TINY
+
+        if init[len("tiny:"):] not in TINY:
+            raise ConfigError(f"model.init: {init}: no tiny builder for that family; one of "
+                              f"{', '.join('tiny:' + f for f in sorted(TINY))}")
+    elif init is not None and not Path(init).exists():
+        raise ConfigError(f"model.init: {init}: no such model directory")
     for st in cfg.resolved_stages():
         for i, src in enumerate(st.data.sources):
             where = f"stage {st.name!r}: data.sources[{i}]"

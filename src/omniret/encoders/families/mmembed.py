@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from omniret.encoders import FAMILIES
-from omniret.encoders.base import PRECISIONS, Encoder
+from omniret.encoders.base import Encoder
 from omniret.encoders.families.latent_attention import LatentAttentionPooler
-from omniret.encoders.saved import read_saved_config, save_dir
+from omniret.encoders.saved import read_saved_config, save_parts
 from omniret.errors import DataError, OmniretError
 from omniret.types import ImagePart, Item
 
@@ -96,11 +96,8 @@ class MMEmbedEncoder(Encoder):
         device: str | torch.device = "cpu",
         precision: str = "fp32",
     ) -> None:
-        if precision not in PRECISIONS:
-            raise OmniretError(f"mmembed: precision must be one of {PRECISIONS}, got {precision!r}")
+        self.set_runtime(device, precision)
         self.recipe_ = recipe or MMEmbedRecipe()
-        self.device = torch.device(device)
-        self.precision = precision
         self.name = name
         make_bidirectional(model)
         self.model = model.to(self.device).eval()
@@ -124,6 +121,7 @@ class MMEmbedEncoder(Encoder):
         # global view only: (S/P)^2 patch features (+ CLS for "full") + one image_newline
         full = cfg.vision_feature_select_strategy == "full"
         self.tokens_per_image = (vc.image_size // vc.patch_size) ** 2 + int(full) + 1
+        self.image_length = self.tokens_per_image
 
     # ----------------------------------------------------------------- recipe
     def recipe(self) -> dict[str, Any]:
@@ -138,8 +136,20 @@ class MMEmbedEncoder(Encoder):
             "latent_attention": self.pooler.cfg.to_dict(),
         }
 
-    def item_length(self, item: Item) -> int:
-        return sum(len(t) for t in item.texts) // 4 + self.tokens_per_image * len(item.images) + 8
+    # ----------------------------------------------------------------- training contract
+    def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model, "pooler": self.pooler}
+
+    def param_roles(self) -> dict[str, list[str]]:
+        # METHODS.md §2.4: projector + LoRA on the LLM trained, vision tower frozen; the latent-attention
+        # pooler is part of the embedding head and trains with the projector [I]
+        return {"vision": ["model.vision_tower.*"],
+                "projector": ["model.multi_modal_projector.*", "model.image_newline", "pooler.*"], "unused": []}
+
+    def lora_scope(self) -> tuple[str, list[str]]:
+        # MM-Embed's LoRA targets are unknown (METHODS.md §2.4 [U]); NV-Embed-v1 adapts every Mistral
+        # attention and MLP projection [I]
+        return "model.language_model", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
     # ----------------------------------------------------------------- CPU side
     def _tokenize(self, prompt: str, prefix: str | None, n_images: int, where: str) -> tuple[list[int], int]:
@@ -235,18 +245,15 @@ class MMEmbedEncoder(Encoder):
         return self.pooler(hidden, batch["pool_mask"].to(self.device))
 
     # ----------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
-        """Write HF layout (``config.json`` + safetensors, tokenizer, image processor), the latent-attention
-        weights and ``omniret.json`` so ``load_encoder(path)`` restores this encoder with its recipe."""
+    def save_files(self, out: Path) -> dict[str, Any]:
+        """HF layout (``config.json`` + safetensors, tokenizer, image processor) and the latent-attention
+        weights; the recipe goes into ``omniret.json``."""
         from safetensors.torch import save_file
 
-        out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out)
+        save_parts(out, self.model, self.tokenizer, self.image_processor)
         state = {k: v.detach().cpu().contiguous() for k, v in self.pooler.state_dict().items()}
         save_file(state, str(out / LATENT_FILE))
-        meta = {"family": FAMILY, "name": self.name, "recipe": self.recipe()}
-        return save_dir(out, meta, self.tokenizer, self.image_processor)
+        return {"family": FAMILY, "name": self.name, "recipe": self.recipe()}
 
 
 def make_bidirectional(model: Any) -> None:

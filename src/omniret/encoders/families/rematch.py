@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from omniret.encoders import FAMILIES
+from omniret.encoders.base import to_device
 from omniret.encoders.hub import register_checkpoint
 from omniret.encoders.mllm import (
     RUNTIME_OPTIONS,
@@ -28,6 +29,7 @@ from omniret.encoders.mllm import (
     instruction_for,
     load_family,
 )
+from omniret.encoders.pooling import pool
 from omniret.errors import ConfigError, ModelNotFoundError
 from omniret.types import ImagePart, Item
 
@@ -100,12 +102,36 @@ class ReMatchEncoder(QwenVLEncoder):
         # each row holds exactly K extra slots, contiguous and in order, so row-major boolean indexing lines up
         return emb.masked_scatter(batch["extra"].unsqueeze(-1), bank.repeat(emb.shape[0], 1))
 
-    def save(self, path: str | Path) -> Path:
+    def token_states(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The K learnable tokens' last-layer states of every row: ``(B, K, hidden)`` (``ME`` in the paper)."""
+        return self._tokens(self.hidden_states(batch), batch)
+
+    def _tokens(self, hidden: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        extra = batch["extra"].to(hidden.device)
+        return hidden[extra].view(hidden.shape[0], self.recipe_.num_tokens, hidden.shape[-1])
+
+    def embed_tokens(self, prepared: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(E* (B, hidden), token states (B, K, hidden))`` float32 from one forward pass (E* = the recipe's
+        pooling of the K states, i.e. what :meth:`embed` returns)."""
+        batch = to_device(prepared, self.device)
+        with self.autocast():
+            hidden = self.hidden_states(batch)
+            emb = pool(self.recipe_.pooling, hidden, self.pool_mask(batch).to(hidden.device))
+            return emb.float(), self._tokens(hidden, batch).float()
+
+    def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model, "banks": self.banks}
+
+    def param_roles(self) -> dict[str, list[str]]:
+        roles = super().param_roles()
+        return {**roles, "projector": roles["projector"] + ["banks.*"]}
+
+    def save_files(self, out: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
 
-        out = super().save(path)
+        meta = super().save_files(out)
         save_file({n: p.detach().float().cpu().contiguous() for n, p in self.banks.items()}, str(out / BANK_FILE))
-        return out
+        return meta
 
 
 REMATCH_DEFAULTS: dict[str, Any] = dict(template="rematch", pooling="mean", positions="mrope",
