@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from _cdp import Browser, find_chromium
 from _serve import open_shared, running
 from PIL import Image
 
@@ -98,3 +99,30 @@ def test_rerank_inline_errors_name_the_field(served):
     ]:
         r = httpx.post(url + "/v1/rerank", json={"query": "x", "documents": [doc]}, timeout=60)
         assert r.status_code == status and text in r.json()["error"]["message"], (doc, r.text)
+
+
+def test_page_rerank_checkbox_in_chromium(served, tmp_path):
+    """The page offers the checkbox only when the server has a reranker; checked, its grid is the API's
+    reranked order with the reranker's scores."""
+    url, _, _ = served
+    binary = find_chromium()
+    if binary is None:
+        pytest.fail("chromium not found: `make install` installs Debian's chromium package (apt-get, as root)")
+    browser = Browser(binary, tmp_path / "profile")
+    try:
+        browser.navigate(url + "/")
+        browser.wait_for("!document.getElementById('rerank-label').hidden")
+        browser.type("#q", "a red apple")
+        browser.eval("(() => { document.getElementById('rerank').checked = true;"
+                     " document.getElementById('k').value = '5'; })()")
+        browser.click("#go")
+        browser.wait_for("document.body.dataset.searches === '1'")
+        hits = "[...document.querySelectorAll('#results .hit')]"
+        ids = browser.eval(f"{hits}.map(h => h.dataset.id)")
+        shown = browser.eval(f"{hits}.map(h => h.querySelector('.score').textContent)")
+    finally:
+        browser.close()
+    api = httpx.post(url + "/v1/search", json={"query": {"content": [{"type": "text", "text": "a red apple"}]},
+                                              "k": 5, "rerank": True}, timeout=120).json()["data"]
+    assert ids == [h["id"] for h in api] and len(ids) == 5
+    assert shown == [f"{h['rerank_score']:.4f}" for h in api]
