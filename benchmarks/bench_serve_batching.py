@@ -19,15 +19,18 @@ import time
 from _serve_load import build_index, mean_batch, query_texts, run_load, serve, temp_dir
 
 
-def model_ceiling(texts: list[str], batch: int, threads: int) -> tuple[float, float]:
+def model_ceiling(texts: list[str], batch: int, threads: int, packed: bool = True) -> tuple[float, float]:
     """CPU ms per query of the bare encoder, one query per call vs ``batch`` per call: how much any server's
-    micro-batching can gain at most on this machine."""
+    micro-batching can gain at most on this machine. ``packed=False``: HF's padded BERT forward instead of
+    omniret's padding-free one (:mod:`omniret.encoders.packed`)."""
     import torch
 
     from omniret import load_encoder
 
     torch.set_num_threads(threads)
     enc = load_encoder("default")
+    if hasattr(enc, "text"):  # the bundled MiniLM text tower
+        enc.text.packed = packed
     enc.encode_queries(texts[:batch], batch_size=batch)  # warm-up
     t0 = time.process_time()
     for t in texts:
@@ -70,9 +73,11 @@ def main() -> None:
         for name, res in results.items():
             print(res.line(name) + f"  mean {batch[name]:.1f} items/forward")
         base, ours = results.values()
-        one, many = model_ceiling([t for _, b in reqs[:256] for t in [b["input"]]], args.max_batch, args.threads)
-        print(f"bare encoder, same queries: {one:.2f} CPU ms/query one per call, {many:.2f} batched by "
-              f"{args.max_batch}: ceiling {one / many:.2f}x")
+        texts = [b["input"] for _, b in reqs[:256]]
+        for packed in (False, True):
+            one, many = model_ceiling(texts, args.max_batch, args.threads, packed)
+            print(f"bare encoder ({'padding-free' if packed else 'HF padded'} BERT), same queries: {one:.2f} CPU "
+                  f"ms/query one per call, {many:.2f} batched by {args.max_batch}: ceiling {one / many:.2f}x")
         print(f"throughput ratio (micro-batched / baseline): {ours.throughput / base.throughput:.2f}x; "
               f"server CPU per request ratio (baseline / micro-batched): {base.server_cpu / ours.server_cpu:.2f}x")
     finally:

@@ -90,6 +90,8 @@ class MiniLMTextTower:
             self.model = AutoModel.from_pretrained(str(self.path), attn_implementation="sdpa")
         self.model.eval().to(device)
         self.device = torch.device(device)
+        #: inference skips padding in the linear layers (:mod:`omniret.encoders.packed`); False: HF's forward
+        self.packed = True
 
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
@@ -128,7 +130,7 @@ class MiniLMTextTower:
         """Masked mean of the last hidden states over ``pool_mask``: ``(B, L)`` tokens -> ``(B, 384)``."""
         ids = batch.input_ids.to(self.device, non_blocking=True)
         att = batch.attention_mask.to(self.device, non_blocking=True)
-        if torch.is_grad_enabled() or self.model.training:
+        if not self.packed or torch.is_grad_enabled() or self.model.training:
             hidden = self.model(input_ids=ids, attention_mask=att).last_hidden_state  # (B, L, 384)
         else:  # inference: skip the padding in every linear layer (~40 % of a batch of short queries)
             hidden = packed_bert_hidden(self.model, ids, att)
