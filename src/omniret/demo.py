@@ -76,7 +76,7 @@ def run(corpus: Path, index_dir: Path, model: str | None, k: int) -> None:
         own = {str(Path(p.path).resolve()) for p in query.images if p.path}
         hits = [h for h in hits if not (h.img_path and str(Path(h.img_path).resolve()) in own)][:k]
         shown = modality if isinstance(modality, str) else " or ".join(modality)
-        print_hits(hits, title=f"{title}  [dim]({shown} documents)[/]")
+        print_hits(hits, title=f"{title}  ({shown} documents)")
         console.print()
 
 

@@ -89,6 +89,15 @@ class CountingEncoder(HashEncoder):
     (lambda r: (r / "qrels/test/mbeir_colour_task3_test_qrels.txt").write_text("7:101 0 7:11 1 3\n"),
      "query '7:102' from mbeir_colour_task3_test.jsonl has no qrels line"),
     (lambda r: (r / "instructions/query_instructions.tsv").unlink(), "no instructions file"),
+    # the last task's pool is read (and checked) before the first task is encoded
+    (lambda r: (r / "cand_pool/local/mbeir_colour_task3_cand_pool.jsonl").write_text("{oops\n"),
+     "task3_cand_pool.jsonl:1: invalid JSON"),
+    (lambda r: (r / "cand_pool/local/mbeir_colour_task3_cand_pool.jsonl").write_text(""),
+     "task3_cand_pool.jsonl: candidate pool is empty"),
+    (lambda r: _drop_line(r / "cand_pool/local/mbeir_colour_task3_cand_pool.jsonl", '"7:12"'),
+     "1 positive\\(s\\) of colour_task3 are not in this local pool \\(first: query '7:102' -> '7:12'\\)"),
+    (lambda r: (r / "query/test/mbeir_colour_task3_test.jsonl").write_bytes(b"\xff\n"),
+     "task3_test.jsonl:1: not UTF-8"),
 ])
 def test_eval_checks_every_task_before_encoding(tmp_path, breakage, message):
     root = build_colour_mbeir(tmp_path / "mbeir")
@@ -97,6 +106,10 @@ def test_eval_checks_every_task_before_encoding(tmp_path, breakage, message):
     with pytest.raises(DataError, match=message):
         evaluate_mbeir(root, CountingEncoder(), MBeirOptions(cache_dir=None))
     assert CountingEncoder.calls == 0
+
+
+def _drop_line(path, needle):
+    path.write_text("".join(line + "\n" for line in path.read_text().splitlines() if needle not in line))
 
 
 def test_eval_global_pool_missing(tmp_path):

@@ -155,11 +155,12 @@ def mmeb(
 ) -> None:
     """hit@1 over each query's own candidates; per data set, meta-task, IND/OOD and overall (and after
     reranking each query's top candidates with --rerank)."""
-    from omniret.data.mmeb import dataset_files
     from omniret.eval.mmeb_runner import evaluate_mmeb
+    from omniret.eval.preflight import preflight_mmeb
     from omniret.eval.report import write_simple_report
 
-    dataset_files(root)  # fail on a bad root before loading the model
+    # every data set's files are read and checked before spending time loading the model
+    preflight_mmeb(root, _split_list(datasets), image_root, skip_missing_images)
     stage = _stage(rerank, rerank_k, rerank_template, device)
     res = evaluate_mmeb(root, _encoder(model, device, precision, threads), _split_list(datasets), image_root, batch_size,
                         skip_missing_images, progress=True, out=out, rerank=stage)
@@ -185,18 +186,22 @@ def beir(
     batch_size: int = _BATCH,
     cache_dir: Path = typer.Option(None, help="Embedding cache (default ~/.cache/omniret/emb)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached corpus embeddings."),
+    allow_missing_positives: bool = typer.Option(
+        False, help="Count judged documents missing from corpus.jsonl as misses instead of failing."
+    ),
     device: str = _DEVICE,
     precision: str = _PRECISION,
     threads: int = _THREADS,
 ) -> None:
     """nDCG@10, Recall@100 and MRR@10 with exact search."""
-    from omniret.data.beir import check_beir_root
     from omniret.eval.beir_runner import evaluate_beir
+    from omniret.eval.preflight import preflight_beir
     from omniret.eval.report import write_simple_report
 
-    check_beir_root(root, split)  # fail on a bad root before loading the model
+    preflight_beir(root, split, allow_missing_positives)  # every file checked before loading the model
     res = evaluate_beir(root, _encoder(model, device, precision, threads), split, instruction, batch_size,
-                        cache_dir=_cache(cache_dir, no_cache), progress=True, out=out)
+                        cache_dir=_cache(cache_dir, no_cache), progress=True, out=out,
+                        allow_missing_positives=allow_missing_positives)
     cols = ["name", "n_queries", "n_docs", "ndcg@10", "recall@100", "mrr@10"]
     write_simple_report(out, res, "BEIR", "tasks", cols)
     rows = [[t["name"], t["n_queries"], t["n_docs"], *[f"{100 * t[c]:.1f}" for c in cols[3:]]] for t in res["tasks"]]

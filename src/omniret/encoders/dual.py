@@ -23,6 +23,7 @@ import torch
 from omniret.encoders import FAMILIES
 from omniret.encoders.base import Encoder
 from omniret.encoders.hub import register_checkpoint
+from omniret.encoders.options import declare_options
 from omniret.encoders.saved import read_saved_config, save_parts
 from omniret.errors import ConfigError
 from omniret.types import ImagePart, Item
@@ -152,6 +153,8 @@ class DualEncoder(Encoder):
 
 
 RUNTIME = frozenset({"name", "device", "precision", "trust_remote_code"})
+#: every option a dual-encoder loader takes: the recipe's fields and the runtime ones
+OPTIONS = frozenset(f.name for f in fields(DualRecipe)) | RUNTIME
 DEFAULTS = {
     "clip": dict(text_padding="longest", max_length=77, attention_mask=True),
     "siglip": dict(text_padding="max_length", max_length=64, attention_mask=False),
@@ -169,7 +172,7 @@ def load_dual(family: str, path: str | Path, options: dict[str, Any]) -> DualEnc
         options = {"name": meta["name"], **options}
     merged = {**DEFAULTS[family], **saved, **options}
     names = {f.name for f in fields(DualRecipe)}
-    unknown = set(merged) - names - RUNTIME
+    unknown = set(merged) - OPTIONS
     if unknown:
         raise ConfigError(f"unknown option(s) for family {family!r}: {', '.join(sorted(unknown))}")
     recipe = DualRecipe(**{k: v for k, v in merged.items() if k in names})
@@ -177,11 +180,13 @@ def load_dual(family: str, path: str | Path, options: dict[str, Any]) -> DualEnc
 
 
 @FAMILIES.register("clip", "CLIP dual encoder: projection heads, image+text fused by UniIR-style score sum")
+@declare_options(OPTIONS)
 def load_clip(path: Any, **options: Any) -> DualEncoder:
     return load_dual("clip", path, options)
 
 
 @FAMILIES.register("siglip", "SigLIP dual encoder: max_length text, attention-pool head, score-sum fusion")
+@declare_options(OPTIONS)
 def load_siglip(path: Any, **options: Any) -> DualEncoder:
     return load_dual("siglip", path, options)
 

@@ -48,6 +48,7 @@ from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
 from omniret.encoders.base import Encoder
 from omniret.encoders.effnet import EfficientNetLite0, imagenet_classes, preprocess
 from omniret.encoders.minilm import MAX_LENGTH, MiniLMTextTower, TextBatch, default_minilm_path
+from omniret.encoders.options import declare_options, keyword_options
 from omniret.encoders.saved import read_saved_config
 from omniret.errors import OmniretError
 from omniret.io import atomic_open
@@ -263,4 +264,5 @@ def _load_dir(path: str | os.PathLike, **options: Any) -> ConseMiniEncoder:
 
 
 ENCODERS.add(NAME, _build, "MiniLM text + ConSE EfficientNet-Lite0 images, 384-d, fully offline")
-FAMILIES.add("mini", _load_dir, "bundled MiniLM/EfficientNet-Lite0 family (saved dir or MiniLM dir)")
+# the loader forwards its options to the constructor, whose keyword parameters are the accepted set
+FAMILIES.add("mini", declare_options(keyword_options(ConseMiniEncoder.__init__) or ())(_load_dir), "bundled MiniLM/EfficientNet-Lite0 family (saved dir or MiniLM dir)")

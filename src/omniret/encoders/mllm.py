@@ -360,6 +360,11 @@ class QwenVLEncoder(Encoder):
 RUNTIME_OPTIONS = frozenset({"name", "device", "precision", "trust_remote_code", "base_model"})
 
 
+def family_options(runtime_options: frozenset[str] = RUNTIME_OPTIONS) -> frozenset[str]:
+    """Every option :func:`load_family` takes with ``runtime_options``: the recipe's fields and those."""
+    return frozenset(f.name for f in fields(MLLMRecipe)) | runtime_options
+
+
 def load_family(cls: type[QwenVLEncoder], path: str | Path, defaults: dict[str, Any],
                 options: dict[str, Any], runtime_options: frozenset[str] = RUNTIME_OPTIONS) -> QwenVLEncoder:
     """Build ``cls`` from ``path``: family ``defaults`` < recipe saved in ``omniret.json`` < user ``options``."""
@@ -377,5 +382,5 @@ def load_family(cls: type[QwenVLEncoder], path: str | Path, defaults: dict[str, 
     return cls(path, MLLMRecipe(**rec_opts), **runtime)
 
 
-__all__ = ["MLLMRecipe", "QwenVLEncoder", "TEMPLATES", "IMAGE_PAD", "VISION_BLOCK", "load_family",
+__all__ = ["MLLMRecipe", "QwenVLEncoder", "TEMPLATES", "IMAGE_PAD", "VISION_BLOCK", "load_family", "family_options",
            "qwen_fetch_resize", "instruction_for", "expand_image_tokens"]

@@ -34,6 +34,7 @@ from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
 from omniret.encoders.base import Encoder
 from omniret.encoders.effnet import EfficientNetLite0, preprocess
 from omniret.encoders.minilm import MAX_INSTRUCTION_TOKENS, MAX_LENGTH, MiniLMTextTower, default_minilm_path
+from omniret.encoders.options import declare_options, keyword_options
 from omniret.encoders.pooling import masked_mean
 from omniret.encoders.saved import read_saved_config, write_saved_config
 from omniret.errors import ModelNotFoundError, OmniretError
@@ -369,4 +370,5 @@ def base_text_model_path() -> Path:
 
 
 ENCODERS.add("omniret-mini", load_packaged, "MiniLM + EfficientNet-Lite0 soft tokens, trained by omniret (3 stages)")
-FAMILIES.add(FAMILY, load_omni_mini, "omniret-mini: EfficientNet-Lite0 soft tokens interleaved into MiniLM (trainable)")
+# the loader forwards its options to the constructor, whose keyword parameters are the accepted set
+FAMILIES.add(FAMILY, declare_options(keyword_options(OmniMiniEncoder.__init__) or ())(load_omni_mini), "omniret-mini: EfficientNet-Lite0 soft tokens interleaved into MiniLM (trainable)")

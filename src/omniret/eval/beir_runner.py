@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omniret.data.beir import load_beir
 from omniret.encoders.base import Encoder
 from omniret.eval.cache import cached_embeddings
 from omniret.eval.metrics import mean_metric
+from omniret.eval.preflight import preflight_beir
 from omniret.eval.trec import write_trec
 from omniret.index.exact import topk_inner_product
 
@@ -28,11 +28,14 @@ def evaluate_beir(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
     out: str | os.PathLike | None = None,
+    allow_missing_positives: bool = False,
 ) -> dict[str, Any]:
     """Encode the corpus (cached per model + corpus file) and the judged queries (with ``instruction``),
-    search exactly, and score. With ``out`` the run is written to ``runs/<name>.trec`` (top ``depth``)."""
+    search exactly, and score. With ``out`` the run is written to ``runs/<name>.trec`` (top ``depth``).
+    A judged document missing from the corpus is an error; with ``allow_missing_positives`` it counts as a
+    miss and the row reports ``missing_positives``."""
     root = Path(root)
-    data = load_beir(root, split)
+    data, n_missing = preflight_beir(root, split, allow_missing_positives)
     t0 = time.perf_counter()
     dids, docs = data.corpus_items()
     model_key = f"{encoder.name}-{encoder.recipe_hash}"
@@ -48,7 +51,9 @@ def evaluate_beir(
     if out is not None:
         run = {q: [(dids[j], float(s)) for j, s in zip(idx[i], scores[i], strict=True)] for i, q in enumerate(qids)}
         write_trec(Path(out) / "runs" / f"{name}.trec", run, depth=depth)
-    row = {"name": name, "n_queries": len(qids), "n_docs": len(dids)}
+    row: dict[str, Any] = {"name": name, "n_queries": len(qids), "n_docs": len(dids)}
+    if allow_missing_positives:
+        row["missing_positives"] = n_missing
     row.update({key: round(mean_metric(m, ranked, data.qrels, k), 4) for key, m, k in BEIR_METRICS})
     return {
         "benchmark": "beir",

@@ -15,27 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from omniret.data.mmeb import MMEBEvalRow, dataset_files, item_missing_images, read_eval
+from omniret.data.mmeb import MMEBEvalRow
 from omniret.encoders.base import Encoder
-from omniret.errors import DataError
 from omniret.eval.benchmarks import mmeb_dataset_info
 from omniret.eval.metrics import hit_at_1_first_is_target
+from omniret.eval.preflight import preflight_mmeb
 from omniret.eval.rerank_stage import RerankStage
 from omniret.eval.trec import write_trec
 from omniret.types import Item
-
-
-def _filter_missing(rows: list[MMEBEvalRow], name: str, skip: bool) -> tuple[list[MMEBEvalRow], int]:
-    kept, dropped = [], 0
-    for i, row in enumerate(rows):
-        missing = [p for it in (row.query, *row.candidates) for p in item_missing_images(it)]
-        if not missing:
-            kept.append(row)
-        elif skip:
-            dropped += 1
-        else:
-            raise DataError(f"{name} row {i + 1}: image not found: {missing[0]}; pass --skip-missing-images to skip")
-    return kept, dropped
 
 
 def _unique(items: list[Item]) -> tuple[list[Item], list[int]]:
@@ -105,19 +92,10 @@ def evaluate_mmeb(
     candidates are reordered too (hit@1 = the target ranks first), reported under ``results["rerank"]`` with
     runs ``runs/<dataset>.rerank.trec``.
     """
-    files = dataset_files(root)
-    if datasets:
-        bad = [d for d in datasets if d not in files]
-        if bad:
-            raise DataError(f"{root}: unknown MMEB data set(s) {', '.join(bad)}; found: {', '.join(files)}")
-        files = {d: files[d] for d in datasets}
-    img_root = Path(image_root) if image_root is not None else Path(root)
+    checked = preflight_mmeb(root, datasets, image_root, skip_missing_images)
     per, per_rr, skipped, t0 = [], [], 0, time.perf_counter()
-    for name, fs in files.items():
-        rows, dropped = _filter_missing(read_eval(fs, img_root, name), name, skip_missing_images)
+    for name, (rows, dropped) in checked.items():
         skipped += dropped
-        if not rows:
-            raise DataError(f"{name}: no evaluable rows")
         hits, scores = score_dataset(rows, encoder, batch_size, progress)
         meta, dist = mmeb_dataset_info(name)
         per.append({"name": name, "meta_task": meta or "other", "split": dist or "n/a",

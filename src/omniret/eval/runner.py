@@ -43,7 +43,7 @@ from omniret.errors import DataError
 from omniret.eval.benchmarks import MBEIR_KS, mbeir_headline_k
 from omniret.eval.cache import cached_embeddings, default_cache_dir
 from omniret.eval.metrics import average_precision_at_k, hit_at_k, modality_accuracy_at_k
-from omniret.eval.preflight import missing_positives, preflight_mbeir
+from omniret.eval.preflight import check_positives, missing_positives, preflight_mbeir
 from omniret.eval.rerank_stage import RerankStage
 from omniret.eval.trec import write_trec
 from omniret.index.exact import topk_inner_product
@@ -194,7 +194,21 @@ def _run_path(name: str, pool_kind: str, stage: str = "") -> str:
     return f"runs/{name}.{pool_kind}{'.' + stage if stage else ''}.trec"
 
 
-def _eval_task(task: MBeirTask, run: _Run, instructions: QueryInstructions, out: Path | None) -> list[dict]:
+@dataclass
+class _Checked:
+    """One task after its files were read and checked: queries, judgements, pool file and missing positives
+    per pool kind."""
+
+    task: MBeirTask
+    queries: list[MBeirRecord]
+    qrels: Qrels
+    pool_file: dict[str, Path]
+    missing: dict[str, int]
+
+
+def _check_task(task: MBeirTask, run: _Run) -> _Checked:
+    """Read ``task``'s queries, qrels and pools (pools once per run) and apply the missing-positive policy —
+    for every task before the first is encoded, so a broken last task costs no encoding."""
     opts = run.opts
     pools = {
         "local": lambda: task.local_pool_file or _no_local(task),
@@ -205,20 +219,20 @@ def _eval_task(task: MBeirTask, run: _Run, instructions: QueryInstructions, out:
     unjudged = [q.id for q in queries if q.id not in qrels.task_of]
     if unjudged:
         raise DataError(f"{task.qrels_file}: query {unjudged[0]!r} from {task.query_file.name} has no qrels line")
+    files = {kind: pools[kind]() for kind in opts.pools}
     missing: dict[str, int] = {}
-    # before encoding: a positive the pool file lacks would silently lower recall (a candidate dropped by
-    # skip_missing_images is the user's explicit choice and counts as a miss, under "skipped")
-    for kind in opts.pools:
-        file = pools[kind]()
+    # a positive the pool file lacks would silently lower recall (a candidate dropped by skip_missing_images
+    # is the user's explicit choice and counts as a miss, under "skipped")
+    for kind, file in files.items():
         run.read(file)
         miss = missing_positives(qrels.rel, [q.id for q in queries], run.pool_ids[file])
-        if miss and not opts.allow_missing_positives:
-            raise DataError(
-                f"{file}: {len(miss)} positive(s) of {task.name} are not in this {kind} pool (first: query "
-                f"{miss[0][0]!r} -> {miss[0][1]!r}); pass --allow-missing-positives to count them as misses"
-            )
-        missing[kind] = len(miss)
-    loaded = {kind: run.pool(pools[kind]()) for kind in opts.pools}
+        missing[kind] = check_positives(file, task.name, f"this {kind} pool", miss, opts.allow_missing_positives)
+    return _Checked(task, queries, qrels, files, missing)
+
+
+def _eval_task(checked: _Checked, run: _Run, instructions: QueryInstructions, out: Path | None) -> list[dict]:
+    opts, task, queries, qrels, missing = run.opts, checked.task, checked.queries, checked.qrels, checked.missing
+    loaded = {kind: run.pool(file) for kind, file in checked.pool_file.items()}
     # a query without task_id takes the task of its file for the instruction key
     queries = [q if q.task_id is not None else replace(q, task_id=task.task_id) for q in queries]
     items = [q.to_item(run.root, instructions(q, run.modality_of.get(q.pos[0]) if q.pos else None)) for q in queries]
@@ -303,7 +317,8 @@ def evaluate_mbeir(
     run = _Run(root, encoder, opts, rerank)
     out_dir = Path(out) if out is not None else None
     t0 = time.perf_counter()
-    every = [e for task in tasks for e in _eval_task(task, run, instructions, out_dir)]
+    checked = [_check_task(task, run) for task in tasks]  # every task's pools read before any encoding
+    every = [e for c in checked for e in _eval_task(c, run, instructions, out_dir)]
     every.sort(key=lambda e: (POOLS.index(e["pool"]), e["name"]))
     entries = [e for e in every if "stage" not in e]
     reranked = [e for e in every if e.get("stage") == "rerank"]

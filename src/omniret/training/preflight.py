@@ -4,7 +4,6 @@ failed start costs seconds and leaves the folder reusable."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +15,7 @@ def check_inputs(cfg: TrainConfig) -> None:
     """Raise :class:`~omniret.training.config.ConfigError` naming the first missing path or unknown option."""
     from omniret.training.config import ConfigError
 
-    _check_model_options(cfg)
+    check_model_options(cfg)
     init = cfg.model.init
     if init is not None and init.startswith("tiny:"):
         from omniret.encoders.tiny import TINY
@@ -37,17 +36,22 @@ def check_inputs(cfg: TrainConfig) -> None:
             raise ConfigError(f"stage {st.name!r}: init {st.init}: no such model directory")
 
 
-def _check_model_options(cfg: TrainConfig) -> None:
+def check_model_options(cfg: TrainConfig) -> None:
+    """Raise :class:`~omniret.training.config.ConfigError` when ``model.options`` names an option the family's
+    loader does not accept (its declared set, :mod:`omniret.encoders.options`), or the device."""
     from omniret.encoders import FAMILIES, load_builtins
+    from omniret.encoders.options import accepted_options
     from omniret.training.config import ConfigError
 
     load_builtins()
     family = cfg.model.family
     if family not in FAMILIES:
         raise ConfigError(f"model.family: unknown family {family!r}; known: {', '.join(FAMILIES.names())}")
-    accepted = _accepted_options(FAMILIES.get(family))
-    if accepted is None:
+    accepted = accepted_options(FAMILIES.get(family))
+    if accepted is None:  # an undeclared third-party loader: it refuses unknown options itself, at build
         return
+    if "device" in cfg.model.options:  # the trainer passes the config's own device and would override it
+        raise ConfigError("model.options: device is set by the config's top-level 'device' key, not here")
     allowed = sorted(accepted - {"device"})
     unknown = sorted(set(cfg.model.options) - set(allowed))
     if unknown:
@@ -56,15 +60,3 @@ def _check_model_options(cfg: TrainConfig) -> None:
             f"allowed: {', '.join(allowed) or '(none)'}"
         )
 
-
-def _accepted_options(factory: object) -> set[str] | None:
-    """Keyword options ``factory(path, **options)`` accepts, or ``None`` when it forwards ``**options`` (the
-    family's own loader or constructor then refuses an unknown one, and the trainer reports it as a
-    :class:`~omniret.training.config.ConfigError` naming ``model.options``)."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return set(list(params)[1:])  # the first parameter is the model path

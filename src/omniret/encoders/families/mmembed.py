@@ -29,6 +29,7 @@ import torch
 from omniret.encoders import FAMILIES
 from omniret.encoders.base import Encoder
 from omniret.encoders.families.latent_attention import LatentAttentionPooler
+from omniret.encoders.options import declare_options
 from omniret.encoders.saved import read_saved_config, save_parts
 from omniret.errors import DataError, OmniretError
 from omniret.types import ImagePart, Item
@@ -267,6 +268,8 @@ def make_bidirectional(model: Any) -> None:
 
 
 _RECIPE_KEYS = {f for f in MMEmbedRecipe.__dataclass_fields__}
+#: the loader's own options besides the recipe's fields (see :func:`load_mmembed`)
+LOADER_OPTIONS = {"device", "precision", "dtype", "name", "latent_heads"}
 
 
 def load_mmembed(path: str | Path, **options: Any) -> MMEmbedEncoder:
@@ -294,14 +297,14 @@ def load_mmembed(path: str | Path, **options: Any) -> MMEmbedEncoder:
     recipe_opts.update({k: options.pop(k) for k in list(options) if k in _RECIPE_KEYS})
     tokenizer, processor = ckpt.load_processors(root)
     name = options.pop("name", saved.get("name") or root.name)
-    unknown = sorted(set(options) - {"device", "precision"})
+    unknown = sorted(set(options) - {"device", "precision"})  # the rest of LOADER_OPTIONS were popped above
     if unknown:
         raise OmniretError(f"mmembed: unknown option(s) {unknown}")
     recipe = replace(MMEmbedRecipe(), **recipe_opts)
     return MMEmbedEncoder(model, pooler, tokenizer, processor, recipe, name=name, **options)
 
 
-FAMILIES.add(FAMILY, load_mmembed, "MM-Embed: LLaVA-Next vision + bidirectional Mistral + latent-attention pooling")
+FAMILIES.add(FAMILY, declare_options(_RECIPE_KEYS | LOADER_OPTIONS)(load_mmembed), "MM-Embed: LLaVA-Next vision + bidirectional Mistral + latent-attention pooling")
 
 
 def _register_checkpoints() -> None:

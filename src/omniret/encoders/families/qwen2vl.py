@@ -33,9 +33,11 @@ from omniret.encoders.mllm import (
     VISION_BLOCK,
     MLLMRecipe,
     QwenVLEncoder,
+    family_options,
     instruction_for,
     load_family,
 )
+from omniret.encoders.options import declare_options
 from omniret.types import ImagePart, Item
 
 
@@ -92,11 +94,13 @@ VLM2VEC_DEFAULTS: dict[str, Any] = dict(
 
 
 @FAMILIES.register("gme", "GME: Qwen2-VL chat template, instruction as system prompt, last-token pooling")
+@declare_options(family_options())
 def load_gme(path: Any, **options: Any) -> QwenVLEncoder:
     return load_family(GMEEncoder, path, GME_DEFAULTS, options)
 
 
 @FAMILIES.register("vlm2vec", "VLM2Vec: '<|image_pad|>\\n{inst} {text}', last-token pooling, sequential positions")
+@declare_options(family_options())
 def load_vlm2vec(path: Any, **options: Any) -> QwenVLEncoder:
     return load_family(VLM2VecEncoder, path, VLM2VEC_DEFAULTS, options)
 

@@ -26,9 +26,11 @@ from omniret.encoders.mllm import (
     VISION_BLOCK,
     MLLMRecipe,
     QwenVLEncoder,
+    family_options,
     instruction_for,
     load_family,
 )
+from omniret.encoders.options import declare_options
 from omniret.encoders.pooling import pool
 from omniret.errors import ConfigError, ModelNotFoundError
 from omniret.types import ImagePart, Item
@@ -139,9 +141,15 @@ REMATCH_DEFAULTS: dict[str, Any] = dict(template="rematch", pooling="mean", posi
                                         max_length=2048)
 
 
+#: ReMatch's options reach it through its recipe (MLLMRecipe: num_tokens, fusion, template, ...) plus the
+#: runtime ones and the learnable tokens' initialisation (``init_tokens``, ``seed``)
+REMATCH_RUNTIME = RUNTIME_OPTIONS | {"init_tokens", "seed"}
+
+
 @FAMILIES.register("rematch", "ReMatch: chat template + K=16 learnable tokens, mean of their final states")
+@declare_options(family_options(REMATCH_RUNTIME))
 def load_rematch(path: Any, **options: Any) -> QwenVLEncoder:
-    return load_family(ReMatchEncoder, path, REMATCH_DEFAULTS, options, RUNTIME_OPTIONS | {"init_tokens", "seed"})
+    return load_family(ReMatchEncoder, path, REMATCH_DEFAULTS, options, REMATCH_RUNTIME)
 
 
 register_checkpoint(
