@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 from _cdp import Browser, find_chromium
-from _serve import open_shared, running
+from _cli import run
+from _serve import open_shared, running, shared_index
 from PIL import Image
 
 from omniret import Item
@@ -126,3 +127,10 @@ def test_page_rerank_checkbox_in_chromium(served, tmp_path):
                                               "k": 5, "rerank": True}, timeout=120).json()["data"]
     assert ids == [h["id"] for h in api] and len(ids) == 5
     assert shown == [f"{h['rerank_score']:.4f}" for h in api]
+
+
+def test_serve_cli_refuses_a_bad_reranker_before_serving(monkeypatch, capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(monkeypatch, capsys, "serve", "--index", str(shared_index()), "--reranker",
+                       str(tmp_path / "empty"), "--port", "0")
+    assert code == 1 and err.startswith("error: ") and "empty: not a model directory" in err
