@@ -16,7 +16,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
 	$(PY) -c "import torch; print('torch==' + torch.__version__)" > .constraints.txt
-	$(PIP) install -c .constraints.txt -e ".[dev,serve,train,eval,pgvector,qdrant,ray]"
+	$(PIP) install -c .constraints.txt -e ".[dev,serve,train,eval,pgvector,qdrant,ray,fast]"
 	touch $(STAMP)
 
 install: $(STAMP) browser

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tiny_models import _qwen_common, _save_qwen, corpus_sentences, qwen_tokenizer, random_image  # noqa: E402
+from omniret.encoders.tiny import _qwen_common, _save, corpus_sentences, qwen_tokenizer  # noqa: E402
+from tiny_models import random_image  # noqa: E402
 
 
 def build_small_qwen2vl(out: Path, hidden: int, layers: int) -> Path:
@@ -40,7 +41,7 @@ def build_small_qwen2vl(out: Path, hidden: int, layers: int) -> Path:
     vision = dict(depth=2, embed_dim=64, hidden_size=hidden, num_heads=4, mlp_ratio=2)
     model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(vision_config=vision, **common)).eval()
     proc = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
-    return _save_qwen(model, tok, out, proc)
+    return _save(out, model, tok, proc)
 
 
 def make_items(n: int):

@@ -187,15 +187,16 @@ class Retriever:
 
     @classmethod
     def open(cls, location: str | os.PathLike, encoder: Encoder | str | None = None,
-             reranker: Reranker | str | None = None, rerank_k: int | None = None) -> Retriever:
+             reranker: Reranker | str | None = None, rerank_k: int | None = None,
+             **encoder_options: Any) -> Retriever:
         """Open the index at ``location`` (any backend; see :mod:`omniret.index.backends`); without
-        ``encoder``, load the one its manifest names. A different encoder (name or recipe hash) is an
+        ``encoder``, load the one its manifest names (with ``encoder_options``, e.g. ``precision="int8"``). A different encoder (name or recipe hash) is an
         :class:`~omniret.errors.IndexMismatchError`. ``reranker`` may be a model directory for
         :func:`omniret.rerank.load_reranker`."""
         index = open_index(location)
         if encoder is None:
             encoder = index.manifest.encoder_ref or index.manifest.encoder_name
-        enc = encoder if isinstance(encoder, Encoder) else open_reference(str(encoder))
+        enc = encoder if isinstance(encoder, Encoder) else open_reference(str(encoder), **encoder_options)
         if isinstance(reranker, (str, os.PathLike)):
             from omniret.rerank import load_reranker
 

@@ -21,6 +21,7 @@ _COMMAND_MODULES = [
     "omniret.cli.transfer",  # export, import (between index backends)
     "omniret.cli.models",  # models
     "omniret.cli.eval",  # eval mbeir|mmeb|beir
+    "omniret.cli.lodo",  # eval lodo (leave-one-domain-out)
     "omniret.cli.data",  # data build emoji|wordnet
     "omniret.cli.train",  # train CONFIG.yaml
     "omniret.cli.mine",  # mine (modality-aware hard negatives)

@@ -58,12 +58,17 @@ def _shorten(s: str | None, n: int = 80) -> str:
 
 
 def quiet_model_loading() -> None:
-    """Silence transformers' weight-loading progress bars: noise on a CLI that loads one model per run."""
-    try:
+    """Silence transformers' weight-loading progress bars: noise on a CLI that loads one model per run.
+
+    Without importing transformers (~1 s of a cold start; the default encoder's ONNX runtime never needs it):
+    transformers reads huggingface_hub's switch when it is first imported."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is a core dependency
-        return
-    hf_logging.disable_progress_bar()
+
+        hf_logging.disable_progress_bar()
 
 
 def index_cmd(
@@ -149,6 +154,9 @@ def search_cmd(
         None, "--rerank-template", help="Rerank prompt: a template name, an M-BEIR task id, or text with {query} "
         "and {document}."
     ),
+    precision: str | None = typer.Option(
+        None, "--precision", help="Encoder precision: fp32, bf16, fp16, or int8 (default model, CPU) [fp32]."
+    ),
 ) -> None:
     """Search an index with text, an image, or both; optionally rerank the top hits with an MLLM."""
     from omniret.index import parse_modalities
@@ -162,7 +170,7 @@ def search_cmd(
     mods = None if not modality else (modality[0] if len(modality) == 1 else modality)
     parse_modalities(mods)  # fail before loading a model
     quiet_model_loading()
-    r = Retriever.open(index)
+    r = Retriever.open(index, **({"precision": precision} if precision else {}))
     task = None
     if rerank is not None:
         from omniret.rerank import load_reranker, resolve_template

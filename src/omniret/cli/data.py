@@ -47,5 +47,22 @@ def build_wordnet(
     typer.echo(f"evaluate with: omniret eval beir --root {out} --model default --out {out}-results")
 
 
+@build_app.command("domains")
+def build_domains(
+    out: Path = typer.Argument(..., help="Output directory: one M-BEIR root per domain (OUT/NAME)."),
+    domains: str = typer.Option("noto,twemoji,clipart", help="Comma-separated domains."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Package cache (default ~/.cache/omniret/{debian,npm})."),
+    size: int = typer.Option(96, help="Image side in pixels."),
+    seed: int = typer.Option(0, help="Split seed (by concept, shared by all domains)."),
+    limit: int = typer.Option(None, help="Use only the first N samples per domain (quick builds)."),
+) -> None:
+    """A mixture of real image/caption domains (emoji designs, clip art) for leave-one-domain-out evaluation."""
+    from omniret.data.builders.domains import build_domain
+
+    for name in [d.strip() for d in domains.split(",") if d.strip()]:
+        manifest = build_domain(name, out / name, cache_dir, size=size, seed=seed, limit=limit)
+        typer.echo(json.dumps(manifest))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")

@@ -12,7 +12,7 @@ eval_app = typer.Typer(help="Evaluate an encoder on M-BEIR, MMEB or BEIR-layout 
 _MODEL = typer.Option("default", "--model", "-m", help="Registered model name or saved model directory.")
 _OUT = typer.Option(..., "--out", "-o", help="Output directory (results.json, results.md, runs/, charts).")
 _DEVICE = typer.Option(None, help="Encoder device, e.g. cuda.")
-_PRECISION = typer.Option(None, help="fp32 | bf16 | fp16.")
+_PRECISION = typer.Option(None, help="fp32 | bf16 | fp16 | int8 (int8: default model on CPU).")
 _THREADS = typer.Option(None, help="torch CPU threads (default: torch's choice).")
 _BATCH = typer.Option(32, help="Encoding batch size.")
 

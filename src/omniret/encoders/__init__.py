@@ -42,7 +42,8 @@ _loaded = False
 
 #: the registered encoder that ``"default"`` names, chosen by held-out quality (docs/results.md): the trained
 #: omniret-mini wins on the emoji benchmark but loses on WordNet text retrieval and on photos, so the zero-shot
-#: bridge stays the default until a broader omniret-mini beats it everywhere
+#: bridge stays the default until a broader omniret-mini beats it on every held-out domain of ``omniret eval lodo``
+#: (docs/results.md, "Leave-one-domain-out": not yet)
 DEFAULT_ENCODER = "conse-minilm"
 
 

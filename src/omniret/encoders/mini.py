@@ -23,7 +23,10 @@ Text, images and interleaved image+text share one 384-d space, with real weights
   could attend to an instruction, so an **image-only query ignores its instruction** (its embedding is the
   document-side one); for an image+text query the instruction conditions the text part.
 
-``precision="bf16"`` autocasts MiniLM (faster on GPUs and AMX / AVX512-BF16 CPUs; on an AVX2-only CPU bf16 is
+**Runtimes.** On CPU, fp32 runs through ONNX Runtime when it is installed (``runtime="auto"``, the default;
+same embeddings to ~1e-7, several times faster, no transformers import at start-up) and ``precision="int8"``
+adds a dynamically quantised text tower (:mod:`omniret.encoders.onnx_runtime`); ``runtime="torch"`` forces
+PyTorch (so does the environment variable ``OMNIRET_RUNTIME=torch``). ``precision="bf16"`` autocasts MiniLM (faster on GPUs and AMX / AVX512-BF16 CPUs; on an AVX2-only CPU bf16 is
 emulated and about 8x *slower*, so the constructor warns there); EfficientNet stays float32 on CPU (see
 :meth:`EfficientNetLite0.logits`). Precision and device are deliberately *not* in :meth:`recipe`: they change
 embeddings only numerically (drift measured in ``docs/results.md``), not the space, so an index built in
@@ -32,6 +35,7 @@ fp32 may be searched in bf16.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -45,9 +49,16 @@ import numpy as np
 import torch
 
 from omniret.encoders import ENCODERS, FAMILIES, SAVED_CONFIG
-from omniret.encoders.base import Encoder
+from omniret.encoders.base import PRECISIONS, Encoder
 from omniret.encoders.effnet import EfficientNetLite0, imagenet_classes, preprocess
-from omniret.encoders.minilm import MAX_LENGTH, MiniLMTextTower, TextBatch, default_minilm_path
+from omniret.encoders.minilm import (
+    MAX_LENGTH,
+    MiniLMTextTower,
+    TextBatch,
+    default_minilm_path,
+    minilm_identity,
+)
+from omniret.encoders.onnx_runtime import OrtImageTower, OrtTextTower, onnx_available, require_onnx
 from omniret.encoders.options import declare_options, keyword_options
 from omniret.encoders.saved import read_saved_config
 from omniret.errors import OmniretError
@@ -55,6 +66,9 @@ from omniret.io import atomic_open
 from omniret.types import Item
 
 NAME = "conse-minilm"
+#: int8 is this encoder's own: ONNX Runtime with a dynamically quantised text tower (onnx_runtime.py)
+CONSE_PRECISIONS = (*PRECISIONS, "int8")
+RUNTIMES = ("auto", "torch", "onnx")
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 #: bump when the way the class-prompt table is computed changes, so stale disk caches are ignored
 _PROMPT_TABLE_VERSION = 1
@@ -104,7 +118,13 @@ class ConseMiniEncoder(Encoder):
         text_model: str | os.PathLike | None = None,
         max_length: int = MAX_LENGTH,
         prompt_cache: bool = True,
+        runtime: str | None = None,
     ) -> None:
+        runtime = runtime or os.environ.get("OMNIRET_RUNTIME") or "auto"
+        if precision not in CONSE_PRECISIONS:
+            raise OmniretError(f"precision {precision!r} is not one of {', '.join(CONSE_PRECISIONS)}")
+        if runtime not in RUNTIMES:
+            raise OmniretError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
         if not 1 <= int(top_k) <= 1000:
             raise OmniretError(f"top_k must be in 1..1000, got {top_k}")
         if not float(temperature) > 0:
@@ -115,6 +135,11 @@ class ConseMiniEncoder(Encoder):
         if not 8 <= int(max_length) <= 512:
             raise OmniretError(f"max_length must be in 8..512, got {max_length}")
         self.set_runtime(device, precision)
+        self.runtime = runtime
+        if (precision == "int8" or runtime == "onnx") and self.device.type != "cpu":
+            raise OmniretError(f"precision {precision!r} / runtime {runtime!r} run on CPU only (ONNX Runtime)")
+        if precision == "int8" or runtime == "onnx":
+            require_onnx(f"conse-minilm with precision {precision!r} / runtime {runtime!r}")
         if precision == "bf16" and self.device.type == "cpu" and not _cpu_has_native_bf16():
             warnings.warn(
                 "precision='bf16' on a CPU without native bf16 (AVX512-BF16/AMX) is emulated and several times "
@@ -123,10 +148,17 @@ class ConseMiniEncoder(Encoder):
             )
         self.top_k, self.temperature, self.templates = int(top_k), float(temperature), templates
         self.prompt_cache = prompt_cache
-        self.text = MiniLMTextTower(text_model, device=self.device, max_length=int(max_length))
+        self.text_path = Path(text_model) if text_model is not None else default_minilm_path()
+        if not (self.text_path / "config.json").is_file():
+            raise OmniretError(f"{self.text_path}: no MiniLM model here (config.json missing)")
+        self.max_length = int(max_length)
+        self._torch_text: MiniLMTextTower | None = None
+        self._ort_text: dict[bool, OrtTextTower] = {}  # keyed by int8
         self._vision: EfficientNetLite0 | None = None
+        self._ort_vision: OrtImageTower | None = None
         self._prompts: torch.Tensor | None = None  # (1000, 384) unit rows
         self._lock = threading.Lock()
+        self._text_lock = threading.Lock()  # towers are built lazily, possibly from the prepare thread
 
     # ----------------------------------------------------------------- recipe / persistence
     def options(self) -> dict[str, Any]:
@@ -135,14 +167,14 @@ class ConseMiniEncoder(Encoder):
             "top_k": self.top_k,
             "temperature": self.temperature,
             "templates": list(self.templates),
-            "max_length": self.text.max_length,
+            "max_length": self.max_length,
         }
 
     def recipe(self) -> dict[str, Any]:
         return {
             **super().recipe(),
             **self.options(),
-            "text": self.text.identity(),
+            "text": minilm_identity(self.text_path),
             "image": {"model": "efficientnet-lite0", "size": 224, "resize_short": 256, "norm": [127.0, 128.0]},
             "classes_sha1": hashlib.sha1("\n".join(imagenet_classes()).encode()).hexdigest()[:12],
             "pooling": "mean over non-instruction tokens; instruction as [CLS] inst [SEP] text [SEP]",
@@ -153,9 +185,57 @@ class ConseMiniEncoder(Encoder):
     def save_files(self, out: Path) -> dict[str, Any]:
         """Nothing but ``omniret.json``: the options rebuild this encoder from the packaged weights."""
         opts = self.options()
-        if self.text.path != default_minilm_path():
-            opts["text_model"] = str(self.text.path)
+        if self.text_path != default_minilm_path():
+            opts["text_model"] = str(self.text_path)
         return {"family": self.family, "name": self.name, "options": opts, "recipe": self.recipe()}
+
+    # ----------------------------------------------------------------- runtimes (lazy towers)
+    def uses_onnx(self) -> bool:
+        """Whether the next batch runs on ONNX Runtime: always for int8; for fp32 on CPU unless
+        ``runtime="torch"`` (or ONNX Runtime is missing); never for bf16/fp16 (autocast is a torch feature).
+        Decided per call, because ``precision`` may be changed after construction."""
+        if self.precision == "int8":
+            return True
+        if self.precision != "fp32" or self.device.type != "cpu" or self.runtime == "torch":
+            return False
+        return self.runtime == "onnx" or onnx_available()
+
+    @property
+    def text(self) -> MiniLMTextTower:
+        """The PyTorch MiniLM tower (built on first use: it imports transformers, ~3 s)."""
+        with self._text_lock:
+            if self._torch_text is None:
+                self._torch_text = MiniLMTextTower(self.text_path, device=self.device, max_length=self.max_length)
+            return self._torch_text
+
+    def _text_tower(self) -> MiniLMTextTower | OrtTextTower:
+        if not self.uses_onnx():
+            return self.text
+        int8 = self.precision == "int8"
+        with self._text_lock:
+            if int8 not in self._ort_text:
+                ident = minilm_identity(self.text_path)
+                self._ort_text[int8] = OrtTextTower(self.text_path, ident, self.max_length, int8)
+            return self._ort_text[int8]
+
+    def image_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(M, 3, 224, 224)`` -> ``(M, 1000)`` float32 ImageNet logits, on the active runtime."""
+        if not self.uses_onnx():
+            return self._vision_tower().logits(pixels)
+        with self._lock:
+            if self._ort_vision is None:
+                self._ort_vision = OrtImageTower()
+        return self._ort_vision.logits(pixels)
+
+    def set_runtime(self, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
+        """The base class's checks, plus ``int8`` (this encoder's ONNX Runtime precision, CPU only)."""
+        if precision not in CONSE_PRECISIONS:
+            raise OmniretError(f"precision {precision!r} is not one of {', '.join(CONSE_PRECISIONS)}")
+        super().set_runtime(device, "fp32" if precision == "int8" else precision)
+        self.precision = precision
+
+    def autocast(self):
+        return contextlib.nullcontext() if self.precision == "int8" else super().autocast()
 
     # ----------------------------------------------------------------- lazy image side
     def _vision_tower(self) -> EfficientNetLite0:
@@ -175,7 +255,7 @@ class ConseMiniEncoder(Encoder):
         classes = imagenet_classes()
         key = hashlib.sha1(
             json.dumps(
-                [_PROMPT_TABLE_VERSION, self.text.identity(), self.text.max_length, list(self.templates), classes]
+                [_PROMPT_TABLE_VERSION, minilm_identity(self.text_path), self.max_length, list(self.templates), classes]
             ).encode()
         ).hexdigest()[:20]
         file = _cache_root() / "conse" / f"prompts-{key}.npy"
@@ -200,7 +280,7 @@ class ConseMiniEncoder(Encoder):
 
     def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         """ConSE: ``(M, 3, 224, 224)`` pixels -> ``(M, 384)`` unit-norm embeddings."""
-        logits = self._vision_tower().logits(pixels)  # (M, 1000) float32
+        logits = self.image_logits(pixels)  # (M, 1000) float32
         probs = torch.softmax(logits / self.temperature, dim=-1)
         w, idx = probs.topk(self.top_k, dim=-1)  # (M, k)
         w = w / w.sum(-1, keepdim=True)
@@ -213,7 +293,7 @@ class ConseMiniEncoder(Encoder):
         """Exact token count (+200 per image, about its cost on one CPU thread), so that length-sorted batches
         pad less than a character-count sort would; the Rust tokenizer makes this ~20 us per item."""
         text = item.text
-        return (self.text.length(text) if text else 0) + 200 * len(item.images)
+        return (self._text_tower().length(text) if text else 0) + 200 * len(item.images)
 
     def prepare(self, items: list[Item], *, is_query: bool) -> MiniBatch:
         """Tokenise text (with the query instruction) and decode + preprocess images, on a worker thread."""
@@ -228,7 +308,7 @@ class ConseMiniEncoder(Encoder):
                 pix.append(preprocess(im.load()))
                 batch.image_rows.append(row)
         if texts:
-            batch.text = self.text.tokenize(texts, insts)
+            batch.text = self._text_tower().tokenize(texts, insts)
         if pix:
             batch.pixels = torch.from_numpy(np.stack(pix))
         return batch
@@ -237,7 +317,7 @@ class ConseMiniEncoder(Encoder):
         """Embed one :class:`MiniBatch`: returns ``(n, 384)`` (each modality unit-norm, fused by sum)."""
         out = torch.zeros((batch.n, self.dim), device=self.device)
         if batch.text is not None:
-            t = torch.nn.functional.normalize(self.text.embed(batch.text).float(), dim=-1)
+            t = torch.nn.functional.normalize(self._text_tower().embed(batch.text).float(), dim=-1)
             out[batch.text_rows] += t
         if batch.pixels is not None:
             img = self.image_embeddings(batch.pixels)  # (M, 384)

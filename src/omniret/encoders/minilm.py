@@ -15,18 +15,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from omniret.encoders.minilm_tokenizer import MAX_INSTRUCTION_TOKENS, MiniLMTokenizer, TextBatch
 from omniret.encoders.packed import packed_bert_hidden
 from omniret.errors import ModelNotFoundError
 
+__all__ = ["MAX_INSTRUCTION_TOKENS", "MAX_LENGTH", "MiniLMTextTower", "TextBatch", "default_minilm_path"]
+
 #: sentence-transformers' max_seq_length for this model
 MAX_LENGTH = 256
-#: instructions are short task descriptions; cap them so they never crowd out the text
-MAX_INSTRUCTION_TOKENS = 64
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -55,18 +55,6 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-@dataclass
-class TextBatch:
-    """Token tensors for one batch, all ``(B, L)`` with ``L`` the longest sequence in the batch.
-
-    ``pool_mask`` is ``attention_mask`` with instruction positions zeroed.
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    pool_mask: torch.Tensor
-
-
 class MiniLMTextTower:
     """Tokeniser + BERT encoder + masked mean pooling. Not thread-safe for ``embed`` (one model call at a time)."""
 
@@ -80,11 +68,9 @@ class MiniLMTextTower:
             raise ModelNotFoundError(f"{self.path}: no MiniLM model here (config.json missing)")
         self.max_length = max_length
         tok = AutoTokenizer.from_pretrained(str(self.path))
-        # the raw Rust tokenizer, without the fixed 128 padding/truncation stored in tokenizer.json: we
-        # truncate and pad ourselves (to the batch maximum only)
-        self._tok = tok.backend_tokenizer
-        self._tok.no_truncation()
-        self._tok.no_padding()
+        self.tokenizer = MiniLMTokenizer(
+            tok.backend_tokenizer, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, max_length
+        )
         self.cls_id, self.sep_id, self.pad_id = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
         with _quiet_transformers():
             self.model = AutoModel.from_pretrained(str(self.path), attn_implementation="sdpa")
@@ -94,37 +80,15 @@ class MiniLMTextTower:
         self.packed = True
 
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+        return self.tokenizer.ids(texts)
 
     def length(self, text: str) -> int:
         """Tokens ``text`` takes as a plain sequence (with ``[CLS]``/``[SEP]``, after truncation)."""
-        return min(len(self._tok.encode(text, add_special_tokens=False).ids) + 2, self.max_length)
+        return self.tokenizer.length(text)
 
     def tokenize(self, texts: Sequence[str], instructions: Sequence[str | None] | None = None) -> TextBatch:
         """Build ``[CLS] (instruction [SEP])? text [SEP]`` rows, padded to the batch maximum."""
-        text_ids = self._ids(texts)
-        instructions = list(instructions) if instructions is not None else [None] * len(text_ids)
-        if len(instructions) != len(text_ids):
-            raise ValueError(f"{len(instructions)} instructions for {len(text_ids)} texts")
-        uniq = sorted({i for i in instructions if i})
-        inst_ids = dict(zip(uniq, self._ids(uniq), strict=True)) if uniq else {}
-        rows: list[list[int]] = []
-        prefix_lens: list[int] = []
-        for ids, inst in zip(text_ids, instructions, strict=True):
-            prefix = inst_ids[inst][:MAX_INSTRUCTION_TOKENS] + [self.sep_id] if inst else []
-            body = ids[: self.max_length - 2 - len(prefix)]
-            rows.append([self.cls_id, *prefix, *body, self.sep_id])
-            prefix_lens.append(len(prefix))
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            attention[i, : len(r)] = 1
-        pool = attention.clone()
-        for i, n in enumerate(prefix_lens):
-            pool[i, 1 : 1 + n] = 0  # the instruction and its [SEP]; [CLS] stays, as in the plain case
-        return TextBatch(input_ids, attention, pool)
+        return self.tokenizer.tokenize(texts, instructions)
 
     def embed(self, batch: TextBatch) -> torch.Tensor:
         """Masked mean of the last hidden states over ``pool_mask``: ``(B, L)`` tokens -> ``(B, 384)``."""
@@ -146,7 +110,12 @@ class MiniLMTextTower:
 
     def identity(self) -> dict[str, object]:
         """What identifies these weights in a recipe: the model id and a fingerprint of the weight file."""
-        return {"model": MODEL_ID, "weights": weights_fingerprint(self.path / "model.safetensors")}
+        return minilm_identity(self.path)
+
+
+def minilm_identity(path: Path) -> dict[str, object]:
+    """The recipe identity of the MiniLM weights in ``path`` (model id + weight-file fingerprint)."""
+    return {"model": MODEL_ID, "weights": weights_fingerprint(Path(path) / "model.safetensors")}
 
 
 def weights_fingerprint(path: Path, samples: int = 16, chunk: int = 1 << 16) -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from omniret.encoders.base import Encoder
-from omniret.eval.cache import cached_embeddings
+from omniret.eval.cache import cached_embeddings, precision_tag
 from omniret.eval.metrics import mean_metric
 from omniret.eval.preflight import preflight_beir
 from omniret.eval.trec import write_trec
@@ -38,7 +38,7 @@ def evaluate_beir(
     data, n_missing = preflight_beir(root, split, allow_missing_positives)
     t0 = time.perf_counter()
     dids, docs = data.corpus_items()
-    model_key = f"{encoder.name}-{encoder.recipe_hash}"
+    model_key = f"{encoder.name}-{encoder.recipe_hash}" + precision_tag(encoder)
     d_emb, _ = cached_embeddings(
         cache_dir, model_key, root / "corpus.jsonl", dids,
         lambda: encoder.encode_documents(docs, batch_size=batch_size, progress=progress),

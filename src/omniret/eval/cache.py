@@ -30,6 +30,13 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_")[:60] or "x"
 
 
+def precision_tag(encoder: object) -> str:
+    """``""`` for fp32, else ``"-<precision>"``: precision is not part of a recipe (an fp32 index may be searched
+    in int8), but cached evaluation embeddings must not mix precisions, or an int8 run would score fp32 ones."""
+    precision = getattr(encoder, "precision", "fp32")
+    return "" if precision == "fp32" else f"-{precision}"
+
+
 def pool_key(model_key: str, pool_file: str | os.PathLike, ids: Sequence[str]) -> str:
     p = Path(pool_file).resolve()
     st = p.stat()

@@ -41,7 +41,7 @@ from omniret.data.qrels import Qrels, read_qrels
 from omniret.encoders.base import Encoder
 from omniret.errors import DataError
 from omniret.eval.benchmarks import MBEIR_KS, mbeir_headline_k
-from omniret.eval.cache import cached_embeddings, default_cache_dir
+from omniret.eval.cache import cached_embeddings, default_cache_dir, precision_tag
 from omniret.eval.metrics import average_precision_at_k, hit_at_k, modality_accuracy_at_k
 from omniret.eval.preflight import check_positives, missing_positives, preflight_mbeir
 from omniret.eval.rerank_stage import RerankStage
@@ -101,7 +101,7 @@ class _Run:
 
     def __init__(self, root: Path, encoder: Encoder, opts: MBeirOptions, stage: RerankStage | None = None) -> None:
         self.root, self.encoder, self.opts, self.stage = root, encoder, opts, stage
-        self.model_key = f"{encoder.name}-{encoder.recipe_hash}"
+        self.model_key = f"{encoder.name}-{encoder.recipe_hash}" + precision_tag(encoder)
         self.skipped = {"queries_missing_image": 0, "candidates_missing_image": 0, "paths": []}
         self.pools: dict[Path, _Pool] = {}
         self._records: dict[Path, list[MBeirRecord]] = {}
