@@ -97,6 +97,8 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)
     #: server CPU seconds spent on the run (independent of what else the machine runs)
     server_cpu: float = float("nan")
+    #: this (client) process's CPU seconds: when it nears the wall time, the client limits the throughput
+    client_cpu: float = float("nan")
 
     @property
     def throughput(self) -> float:
@@ -108,7 +110,8 @@ class LoadResult:
     def line(self, name: str) -> str:
         return (f"{name:<34} {self.requests:>6} req {self.seconds:7.2f} s {self.throughput:8.1f} req/s  "
                 f"p50 {self.pct(50):7.1f} ms  p90 {self.pct(90):7.1f} ms  p99 {self.pct(99):7.1f} ms  "
-                f"server CPU {1000 * self.server_cpu / self.requests:5.2f} ms/req  errors {sum(self.errors.values())}" + (f" {self.errors}" if self.errors else ""))
+                f"server CPU {1000 * self.server_cpu / self.requests:5.2f} ms/req  "
+                f"client CPU {self.client_cpu / self.seconds:4.2f} cores  errors {sum(self.errors.values())}" + (f" {self.errors}" if self.errors else ""))
 
 
 def query_texts(n: int, words: tuple[int, int] = (2, 6), seed: int = 0) -> list[str]:
@@ -153,7 +156,9 @@ def run_load(url: str, requests: list[tuple[str, dict]], clients: int, pid: int 
     """Send ``requests`` from ``clients`` concurrent connections (each sends its next when one returns);
     with the server's ``pid``, also measure the server CPU time the run cost."""
     before = cpu_seconds(pid) if pid else 0.0
+    client0 = time.process_time()
     res = asyncio.run(_run(url, requests, clients))
+    res.client_cpu = time.process_time() - client0
     if pid:
         res.server_cpu = cpu_seconds(pid) - before
     return res

@@ -7,27 +7,32 @@ request its own forward pass). 32 clients each send their next single-query requ
 returns. Prints requests/s, p50/p99 latency, the server's CPU time per request (which, unlike wall-clock
 throughput, does not depend on what else the machine is running) and both ratios.
 
-    python benchmarks/bench_serve_batching.py --requests 640 --clients 32 --words 2-6
+    python benchmarks/bench_serve_batching.py --requests 640 --clients 32 --words 2-6 [--runtime torch|onnx|auto]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 
 from _serve_load import build_index, mean_batch, query_texts, run_load, serve, temp_dir
 
 
-def model_ceiling(texts: list[str], batch: int, threads: int) -> tuple[float, float]:
+def model_ceiling(texts: list[str], batch: int, threads: int, packed: bool = True,
+                  runtime: str = "torch") -> tuple[float, float]:
     """CPU ms per query of the bare encoder, one query per call vs ``batch`` per call: how much any server's
-    micro-batching can gain at most on this machine."""
+    micro-batching can gain at most on this machine. ``packed=False``: HF's padded BERT forward instead of
+    omniret's padding-free one (:mod:`omniret.encoders.packed`)."""
     import torch
 
     from omniret import load_encoder
 
     torch.set_num_threads(threads)
     enc = load_encoder("default")
+    if runtime == "torch" and hasattr(enc, "text"):  # the bundled MiniLM text tower on PyTorch
+        enc.text.packed = packed
     enc.encode_queries(texts[:batch], batch_size=batch)  # warm-up
     t0 = time.process_time()
     for t in texts:
@@ -48,7 +53,10 @@ def main() -> None:
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--words", default="2-6", help="query length range in words (search queries are short)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    ap.add_argument("--runtime", default="torch", choices=("torch", "onnx", "auto"),
+                    help="the default encoder's CPU runtime (OMNIRET_RUNTIME) for the servers and the ceiling")
     args = ap.parse_args()
+    os.environ["OMNIRET_RUNTIME"] = args.runtime  # inherited by the server processes
     tmp = temp_dir()
     try:
         words = tuple(int(w) for w in args.words.split("-"))
@@ -70,9 +78,12 @@ def main() -> None:
         for name, res in results.items():
             print(res.line(name) + f"  mean {batch[name]:.1f} items/forward")
         base, ours = results.values()
-        one, many = model_ceiling([t for _, b in reqs[:256] for t in [b["input"]]], args.max_batch, args.threads)
-        print(f"bare encoder, same queries: {one:.2f} CPU ms/query one per call, {many:.2f} batched by "
-              f"{args.max_batch}: ceiling {one / many:.2f}x")
+        texts = [b["input"] for _, b in reqs[:256]]
+        for packed in (False, True) if args.runtime == "torch" else (True,):
+            one, many = model_ceiling(texts, args.max_batch, args.threads, packed, args.runtime)
+            what = ("padding-free" if packed else "HF padded") + " BERT" if args.runtime == "torch" else args.runtime
+            print(f"bare encoder ({what}), same queries: {one:.2f} CPU ms/query one per call, {many:.2f} batched "
+                  f"by {args.max_batch}: ceiling {one / many:.2f}x")
         print(f"throughput ratio (micro-batched / baseline): {ours.throughput / base.throughput:.2f}x; "
               f"server CPU per request ratio (baseline / micro-batched): {base.server_cpu / ours.server_cpu:.2f}x")
     finally:

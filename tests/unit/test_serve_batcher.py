@@ -101,3 +101,29 @@ def test_full_queue_refuses_and_close_drains():
     b.close()
     assert [o.shape for o in out] == [(1, 8)] * 3 and enc.forwards == [1, 1, 1]
     assert not b._thread.is_alive()
+
+
+def test_wait_for_companions_counts_from_queueing():
+    """Requests that queued behind a busy encoder for longer than max_wait leave as one group as soon as it is
+    free; they do not idle it for another max_wait (that window is counted from when each group's first
+    request was queued)."""
+    import time
+
+    enc = CharEncoder()
+    enc.gate = threading.Event()
+    b = MicroBatcher(enc, max_batch=64, max_wait_ms=1000)
+
+    async def main():
+        first = asyncio.ensure_future(b.encode([Item("a")], True))
+        await asyncio.sleep(1.2)  # "a" waited its 1 s alone and is now held in its forward pass
+        queued = [asyncio.ensure_future(b.encode([Item(t)], True)) for t in ("b", "c")]
+        await asyncio.sleep(1.1)  # longer than max_wait behind the busy encoder
+        enc.gate.set()
+        t0 = time.monotonic()
+        await asyncio.gather(*queued)
+        return time.monotonic() - t0, await first
+
+    waited, _ = asyncio.run(main())
+    b.close()
+    assert enc.forwards == [1, 2]
+    assert waited < 0.5  # not another 1 s window

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import sys
 
@@ -12,16 +11,12 @@ from omniret.cli.corpus import INDEX_OPT, quiet_model_loading
 from omniret.errors import OmniretError
 
 
-def load_reranker(name: str):
-    """A reranker by model name, through ``omniret.rerank.load_reranker`` (the reranking module)."""
-    try:
-        mod = importlib.import_module("omniret.rerank")
-    except ModuleNotFoundError as e:
-        raise OmniretError(f"--reranker {name}: this omniret has no reranking module (omniret.rerank)") from e
-    loader = getattr(mod, "load_reranker", None)
-    if loader is None:
-        raise OmniretError(f"--reranker {name}: omniret.rerank provides no load_reranker()")
-    return loader(name)
+def load_reranker(name: str):  # noqa: ANN201 - an MLLMReranker; typed lazily to keep torch out of CLI start-up
+    """``--reranker MODEL``: an MLLM directory (LLaVA-Next / Qwen2-VL / Qwen2.5-VL) through
+    :func:`omniret.rerank.load_reranker`; its errors name the model."""
+    from omniret.rerank import load_reranker as _load
+
+    return _load(name)
 
 
 def _is_loopback(host: str) -> bool:

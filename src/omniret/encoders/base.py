@@ -31,7 +31,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -248,8 +248,10 @@ class Encoder(ABC):
             return out
         batches = list(self._batches(items, batch_size))
         bar = _progress(len(items), "queries" if is_query else "documents") if progress else None
-        # prepare batch i+1 on a worker thread while batch i runs through the model
-        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+        # prepare batch i+1 on a worker thread while batch i runs through the model; one batch (the serving
+        # path) has nothing to overlap, and starting a thread would cost more than a short query's tokenising
+        pool = ThreadPoolExecutor(max_workers=1) if len(batches) > 1 else _Inline()
+        with pool, torch.inference_mode():
             nxt = pool.submit(self.prepare, [items[i] for i in batches[0]], is_query=is_query)
             for b, idx in enumerate(batches):
                 prepared = nxt.result()
@@ -262,6 +264,23 @@ class Encoder(ABC):
         if bar is not None:
             bar.close()
         return out
+
+
+class _Inline(contextlib.AbstractContextManager):
+    """An executor that runs each task at once on the calling thread, outside inference mode as on a pool's
+    worker thread (inference mode is thread-local), so what ``prepare`` caches stays usable for training."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
+        done: Future = Future()
+        try:
+            with torch.inference_mode(False):
+                done.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - re-raised by .result(), as a thread pool would
+            done.set_exception(e)
+        return done
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 class _progress:

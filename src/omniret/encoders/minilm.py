@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from omniret.encoders.minilm_tokenizer import MAX_INSTRUCTION_TOKENS, MiniLMTokenizer, TextBatch
+from omniret.encoders.packed import packed_bert_hidden
 from omniret.errors import ModelNotFoundError
 
 __all__ = ["MAX_INSTRUCTION_TOKENS", "MAX_LENGTH", "MiniLMTextTower", "TextBatch", "default_minilm_path"]
@@ -75,6 +76,8 @@ class MiniLMTextTower:
             self.model = AutoModel.from_pretrained(str(self.path), attn_implementation="sdpa")
         self.model.eval().to(device)
         self.device = torch.device(device)
+        #: inference skips padding in the linear layers (:mod:`omniret.encoders.packed`); False: HF's forward
+        self.packed = True
 
     def _ids(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer.ids(texts)
@@ -91,7 +94,10 @@ class MiniLMTextTower:
         """Masked mean of the last hidden states over ``pool_mask``: ``(B, L)`` tokens -> ``(B, 384)``."""
         ids = batch.input_ids.to(self.device, non_blocking=True)
         att = batch.attention_mask.to(self.device, non_blocking=True)
-        hidden = self.model(input_ids=ids, attention_mask=att).last_hidden_state  # (B, L, 384)
+        if not self.packed or torch.is_grad_enabled() or self.model.training:
+            hidden = self.model(input_ids=ids, attention_mask=att).last_hidden_state  # (B, L, 384)
+        else:  # inference: skip the padding in every linear layer (~40 % of a batch of short queries)
+            hidden = packed_bert_hidden(self.model, ids, att)
         w = batch.pool_mask.to(self.device, non_blocking=True).unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
         return (hidden * w).sum(1) / w.sum(1).clamp(min=1e-9)
 

@@ -1,7 +1,7 @@
 """Micro-batching: concurrent requests share one encoder forward pass.
 
 Requests enter a bounded queue; one worker thread takes the first, then keeps collecting until ``max_batch``
-items are waiting or ``max_wait_ms`` has passed since that first request, and encodes each side (queries,
+items are waiting or ``max_wait_ms`` has passed since that first request was queued, and encodes each side (queries,
 documents) of what it collected in one ``encode_*`` call. A full queue refuses new work at once (the server
 answers 503) instead of letting latency and memory grow without bound. With ``max_batch=1`` every request
 gets its own forward pass: the baseline of ``benchmarks/bench_serve_batching.py``.
@@ -33,6 +33,8 @@ class _Job:
     items: list[Item]
     is_query: bool
     future: Future = field(default_factory=Future)
+    #: when it entered the queue: its wait for companions is counted from here
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 _STOP = object()
@@ -83,7 +85,9 @@ class MicroBatcher:
     def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
         """``first`` plus whatever joins it within the wait budget; True when a stop was seen."""
         jobs, n = [first], len(first.items)
-        deadline = time.monotonic() + self.max_wait
+        # counted from when ``first`` was queued, not from now: under load it already waited through the last
+        # forward pass while others queued behind it, so the group leaves at once instead of idling the encoder
+        deadline = first.queued_at + self.max_wait
         while n < self.max_batch:
             left = deadline - time.monotonic()
             try:

@@ -45,8 +45,9 @@ class SearchRequest(BaseModel):
 class RerankRequest(BaseModel):
     """``POST /v1/rerank``: score ``documents`` against ``query`` with the server's reranker.
 
-    A document is a text string, ``{"text": ...}`` or ``{"id": ...}`` naming an indexed document (whose stored
-    text and image the reranker then sees).
+    A document is a text string, ``{"text": ...}``, ``{"id": ...}`` naming an indexed document (whose stored
+    text and images the reranker then sees) or inline content ``{"content": str | [parts]}`` with text and
+    ``data:`` image URLs as in ``/v1/embeddings`` (inline images need a scoring reranker, e.g. the MLLM one).
     """
 
     model_config = _STRICT

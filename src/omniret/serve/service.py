@@ -7,6 +7,7 @@ response dict.
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from omniret.errors import OmniretError
 from omniret.index.base import parse_modalities
+from omniret.rerank import ScoringReranker, hit_item, reorder
 from omniret.retriever import Reranker, Retriever
 from omniret.serve.batcher import MicroBatcher
 from omniret.serve.config import ServeConfig
@@ -48,6 +50,7 @@ class Service:
         self.reranker = reranker if reranker is not None else retriever.reranker
         self.model = config.model_name or retriever.encoder.name
         self.started = int(time.time())
+        self._rerank_lock = threading.Lock()
 
     # ------------------------------------------------------------------ small endpoints
     def models(self) -> dict[str, Any]:
@@ -104,7 +107,7 @@ class Service:
         depth = max(req.k, req.rerank_candidates or 20) if req.rerank else req.k
         hits = (await run_in_threadpool(self.retriever.search_vectors, vec, depth, modality))[0]
         if req.rerank:
-            hits = (await run_in_threadpool(self.reranker.rerank, query, hits))[: req.k]
+            hits = (await run_in_threadpool(self._rerank_hits, query, hits))[: req.k]
         return {"object": "list", "model": self.model, "query_modality": query.modality,
                 "data": [self._hit(r, h) for r, h in enumerate(hits, 1)],
                 "took_ms": round(1000 * (time.perf_counter() - t0), 2)}
@@ -129,11 +132,12 @@ class Service:
                                f"{self.cfg.max_items} per request", 413)
         query = await _parse(parse_item, req.query, "query", self.cfg)
         query = _instructed([query], req.instruction)[0]
-        hits = [self._rerank_doc(d, f"documents[{i}]", i) for i, d in enumerate(req.documents)]
+        docs = await _parse(self._rerank_docs, req.documents, "documents", self.cfg)
+        hits = [h for h, _ in docs]
         position = {h.id: i for i, h in enumerate(hits)}
         if len(position) != len(hits):
             raise RequestError("documents", "names the same indexed document twice")
-        ranked = await run_in_threadpool(self.reranker.rerank, query, hits)
+        ranked = await run_in_threadpool(self._rerank_items, query, docs)
         top = ranked[: req.top_n] if req.top_n else ranked
         results = []
         for h in top:
@@ -142,6 +146,24 @@ class Service:
                 row["document"] = {"id": None if h.id.startswith("#") else h.id, "text": h.txt}
             results.append(row)
         return {"object": "list", "model": self._reranker_name(), "results": results}
+
+    def _rerank_items(self, query: Item, docs: list[tuple[Hit, Item | None]]) -> list[Hit]:
+        """Rerank on a worker thread. A scoring reranker sees each document as an Item, so inline images
+        need no file; any other :class:`Reranker` gets Hits and so only text or indexed documents."""
+        hits = [h for h, _ in docs]
+        with self._rerank_lock:  # one model call at a time: tokenizers and caches are not made for threads
+            if isinstance(self.reranker, ScoringReranker):
+                items = [it if it is not None else hit_item(h) for h, it in docs]
+                return reorder(hits, np.asarray(self.reranker.score(query, items), dtype=np.float64),
+                               self.reranker.weight)
+            if any(it is not None and it.images for _, it in docs):
+                raise RequestError("documents", f"the reranker {self._reranker_name()!r} takes only text or "
+                                   "indexed documents ({\"id\": ...}), not inline images")
+            return self.reranker.rerank(query, hits)
+
+    def _rerank_hits(self, query: Item, hits: list[Hit]) -> list[Hit]:
+        with self._rerank_lock:
+            return self.reranker.rerank(query, hits)
 
     def check_model_reranker(self, model: str | None) -> None:
         if self.reranker is None:
@@ -153,19 +175,28 @@ class Service:
     def _reranker_name(self) -> str:
         return str(getattr(self.reranker, "name", type(self.reranker).__name__))
 
-    def _rerank_doc(self, doc: Any, field: str, i: int) -> Hit:
-        """A text (``"..."`` / ``{"text"}``) or an indexed document (``{"id"}``) as a first-stage Hit."""
+    def _rerank_docs(self, docs: list[Any], field: str, cfg: ServeConfig) -> list[tuple[Hit, Item | None]]:
+        return [self._rerank_doc(d, f"{field}[{i}]", i) for i, d in enumerate(docs)]
+
+    def _rerank_doc(self, doc: Any, field: str, i: int) -> tuple[Hit, Item | None]:
+        """A document as ``(first-stage Hit, inline Item or None)``: a text (``"..."`` / ``{"text"}``), an
+        indexed document (``{"id"}``, no inline item: the reranker reads its stored text and images) or inline
+        content (``{"content": ...}``, parsed as an embeddings input, images as data URLs)."""
         if isinstance(doc, str) or (isinstance(doc, dict) and set(doc) == {"text"}):
             text = doc if isinstance(doc, str) else doc["text"]
             if not isinstance(text, str) or not text.strip():
                 raise RequestError(field, "must be non-empty text")
-            return Hit(id=f"#{i}", score=0.0, modality="text", txt=text)
+            return Hit(id=f"#{i}", score=0.0, modality="text", txt=text), Item(text)
         if isinstance(doc, dict) and set(doc) == {"id"}:
             rec = self.retriever.index.get(str(doc["id"]))
             if rec is None:
                 raise RequestError(f"{field}.id", f"no indexed document {doc['id']!r}")
-            return rec.hit(0.0)
-        raise RequestError(field, "must be a string, {\"text\": ...} or {\"id\": INDEXED_ID}")
+            return rec.hit(0.0), None
+        if isinstance(doc, dict) and "content" in doc:
+            item = parse_item(doc, field, self.cfg)
+            return Hit(id=f"#{i}", score=0.0, modality=item.modality, txt=item.text or None), item
+        raise RequestError(field, "must be a string, {\"text\": ...}, {\"id\": INDEXED_ID} or "
+                           "{\"content\": [parts]}")
 
 
 def _relevance(h: Hit) -> float:
