@@ -38,35 +38,11 @@ def sentences(n: int = 300, seed: int = 0) -> list[str]:
 
 
 def llava_tokenizer():
-    """A Llama-like tokenizer: BPE over Metaspace pieces, ``"\\n"`` always its own token (like Llama's byte
-    token), ``<s> $A </s>`` post-processing (``add_eos_token=True``), ``<image>``/``<pad>`` appended last."""
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast
+    """A Llama-like tokenizer (:func:`omniret.encoders.tiny.llava_tokenizer`) trained on this module's sentences:
+    ``"\\n"`` always its own token, ``<s> $A </s>`` post-processing, ``<image>``/``<pad>`` appended last."""
+    from omniret.encoders.tiny import llava_tokenizer as build
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex("\n"), behavior="isolated"), pre_tokenizers.Metaspace(prepend_scheme="first")]
-    )
-    tok.decoder = decoders.Metaspace(prepend_scheme="first")
-    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"])
-    tok.train_from_iterator(sentences(), trainer)
-    tok.add_special_tokens([AddedToken("<image>", special=True), AddedToken("<pad>", special=True)])
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        padding_side="right",
-    )
+    return build(vocab_size=200, texts=sentences())
 
 
 def image_processor():

@@ -208,9 +208,10 @@ def build_tiny_siglip(out: Path, seed: int = 0) -> Path:
 LLAVA_SPECIALS = ["<unk>", "<s>", "</s>"]
 
 
-def llava_tokenizer():
+def llava_tokenizer(vocab_size: int = 300, texts: list[str] | None = None):
     """A Llama-like tokenizer: BPE over Metaspace pieces with ``"\\n"`` its own token, ``<s> $A </s>``
-    (``add_eos_token``), ``<image>`` and ``<pad>`` appended after the text vocabulary (as in LLaVA-Next)."""
+    (``add_eos_token``), ``<image>`` and ``<pad>`` appended after the text vocabulary (as in LLaVA-Next).
+    ``texts`` (default: :func:`corpus_sentences`) is the BPE training text."""
     from tokenizers import (
         AddedToken,
         Regex,
@@ -228,7 +229,8 @@ def llava_tokenizer():
         [pre_tokenizers.Split(Regex("\n"), behavior="isolated"), pre_tokenizers.Metaspace(prepend_scheme="first")]
     )
     tok.decoder = decoders.Metaspace(prepend_scheme="first")
-    tok.train_from_iterator(corpus_sentences(), trainers.BpeTrainer(vocab_size=300, special_tokens=LLAVA_SPECIALS))
+    tok.train_from_iterator(texts if texts is not None else corpus_sentences(),
+                            trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=LLAVA_SPECIALS))
     tok.add_special_tokens([AddedToken("<image>", special=True), AddedToken("<pad>", special=True)])
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))]
