@@ -48,7 +48,7 @@ def test_option_typo_refused_for_every_family(tmp_path, monkeypatch, capsys, fam
     ("rematch", {"num_token": 8}, "unknown option\\(s\\) num_token for family 'rematch'; allowed: .*num_tokens"),
     ("rematch", {"init_tokens": True, "seeds": 1}, "unknown option\\(s\\) seeds .*init_tokens.*seed"),
     ("omni-mini", {"grid": 2, "gird": 2}, "unknown option\\(s\\) gird for family 'omni-mini'; allowed: "
-                                          "feature_cache_size, grid, max_length, name, precision, text_model$"),
+                                          "bridge_prior, feature_cache_size, grid, max_length, name, precision, text_model$"),
     ("mmembed", {"latent_head": 8}, "unknown option\\(s\\) latent_head for family 'mmembed'.*latent_heads"),
     ("clip", {"device": "cuda"}, "model.options: device is set by the config's top-level 'device' key"),
 ])
