@@ -13,7 +13,6 @@ test in one design is test in every design: a leave-one-domain-out model never t
 another style. Every domain gets two tasks in UniIR's numbering — ``task0`` caption → image and ``task3``
 image → caption — with local pools and a union pool of images and captions (where modality bias shows),
 and several instructions per task. Nothing here is committed: domains are built into a cache directory.
-``tuxpaint-stamps-default`` is reserved for held-out evaluation and is deliberately not a domain.
 """
 
 from __future__ import annotations
