@@ -102,16 +102,3 @@ def write_png_header(path: Path, width: int, height: int) -> None:
     data[16:24] = struct.pack(">II", width, height)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
     path.write_bytes(bytes(data))
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``omniret *args`` through the real entry point, in-process; returns (exit code, stdout, stderr)."""
-    import pytest
-
-    from omniret.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["omniret", *args])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from _helpers import HashEncoder, register_hash_encoder, run_cli
+from _helpers import HashEncoder, register_hash_encoder
 
+from _cli import run as run_cli
 from omniret.encoders import ENCODERS
 
 HOSTILE = "[/INST] [bold red]boom[/] \x1b[2J\x1b]0;pwned\x07 \x9b31m \u202eevil"

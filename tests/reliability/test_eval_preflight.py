@@ -8,9 +8,10 @@ import json
 import re
 
 import pytest
-from _helpers import HashEncoder, run_cli
+from _helpers import HashEncoder
 from PIL import Image
 
+from _cli import run as run_cli
 from omniret.encoders import ENCODERS, load_builtins
 
 MODEL = "preflight-counting"

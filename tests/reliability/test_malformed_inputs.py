@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import DIM, HashEncoder, register_hash_encoder, run_cli, snapshot, write_png_header
+from _helpers import DIM, HashEncoder, register_hash_encoder, snapshot, write_png_header
 from PIL import Image
 
+from _cli import run as run_cli
 from omniret.errors import OmniretError
 from omniret.index import FlatIndex, Record
 from omniret.retriever import Retriever

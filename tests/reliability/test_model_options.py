@@ -9,8 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
-from _helpers import ROOT, run_cli
+from _helpers import ROOT
 
+from _cli import run as run_cli
 from omniret.encoders import FAMILIES, load_builtins
 from omniret.encoders.mllm import MLLMRecipe
 from omniret.encoders.options import accepted_options, declare_options, keyword_options

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 
-from _helpers import HashEncoder, register_hash_encoder, run_cli, snapshot
+from _helpers import HashEncoder, register_hash_encoder, snapshot
 from PIL import Image
 
+from _cli import run as run_cli
 from omniret.index import FlatIndex
 from omniret.index.generations import OWNER_MARKER
 from omniret.retriever import Retriever

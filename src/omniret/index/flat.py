@@ -159,14 +159,6 @@ class FlatIndex(Index):
         return {k: v for k, v in counts.items() if v}
 
     # ------------------------------------------------------------------ properties
-    @property
-    def dim(self) -> int:
-        return self.manifest.dim
-
-    @property
-    def kind(self) -> str:
-        return self.manifest.kind
-
     def __len__(self) -> int:
         return len(self._records)
 

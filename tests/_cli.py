@@ -1,4 +1,4 @@
-"""Run the real `omniret` entry point in-process (shared by the CLI tests)."""
+"""Run the real `omniret` entry point in-process (shared by the CLI and reliability tests)."""
 
 from __future__ import annotations
 
