@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from omniret.encoders.tiny import _qwen_common, _save, corpus_sentences, qwen_tokenizer  # noqa: E402
+from omniret.encoders.tiny import _qwen_scaled, _save, corpus_sentences, qwen_tokenizer  # noqa: E402
 from tiny_models import random_image  # noqa: E402
 
 
@@ -32,12 +32,7 @@ def build_small_qwen2vl(out: Path, hidden: int, layers: int) -> Path:
 
     torch.manual_seed(0)
     tok = qwen_tokenizer()
-    common = _qwen_common(tok, hidden)
-    common["text_config"].update(num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4,
-                                 intermediate_size=4 * hidden, max_position_embeddings=4096)
-    # M-RoPE sections must add up to head_dim / 2; Qwen2-VL's own split is 1/4, 3/8, 3/8 of it
-    half = hidden // 8 // 2
-    common["text_config"]["rope_parameters"]["mrope_section"] = [half // 4, 3 * half // 8, half - half // 4 - 3 * half // 8]
+    common = _qwen_scaled(tok, hidden, layers, max_positions=4096)
     vision = dict(depth=2, embed_dim=64, hidden_size=hidden, num_heads=4, mlp_ratio=2)
     model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(vision_config=vision, **common)).eval()
     proc = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)

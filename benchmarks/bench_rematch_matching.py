@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from omniret.encoders.tiny import _qwen_common, _qwen_image_processor, _save, corpus_sentences, qwen_tokenizer  # noqa: E402,I001
+from omniret.encoders.tiny import _qwen_scaled, _qwen_image_processor, _save, corpus_sentences, qwen_tokenizer  # noqa: E402,I001
 from tiny_models import random_image  # noqa: E402
 
 
@@ -34,12 +34,7 @@ def build_small_qwen25vl(out: Path, hidden: int, layers: int) -> Path:
 
     torch.manual_seed(0)
     tok = qwen_tokenizer()
-    common = _qwen_common(tok, hidden)
-    common["text_config"].update(num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4,
-                                 intermediate_size=4 * hidden, max_position_embeddings=8192)
-    half = hidden // 8 // 2  # M-RoPE sections add up to head_dim / 2 (Qwen's split: 1/4, 3/8, 3/8)
-    common["text_config"]["rope_parameters"]["mrope_section"] = [half // 4, 3 * half // 8,
-                                                                 half - half // 4 - 3 * half // 8]
+    common = _qwen_scaled(tok, hidden, layers, max_positions=8192)
     vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=hidden,
                   patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                   fullatt_block_indexes=[1])

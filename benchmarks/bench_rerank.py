@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tiny_models import QWEN_SPECIALS, _qwen_common, _save, corpus_sentences, random_image  # noqa: E402
+from omniret.encoders.tiny import _qwen_scaled  # noqa: E402
+from tiny_models import QWEN_SPECIALS, _save, corpus_sentences, random_image  # noqa: E402
 
 QUERY = "make the car red and add a tree"
 INSTRUCTION = "Retrieve an image that shows the reference image with the requested change."
@@ -53,11 +54,7 @@ def build_small_qwen2vl(out: Path, hidden: int, layers: int) -> Path:
 
     torch.manual_seed(0)
     tok = word_tokenizer()
-    common = _qwen_common(tok, hidden)
-    common["text_config"].update(num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4,
-                                 intermediate_size=4 * hidden, max_position_embeddings=4096)
-    half = hidden // 8 // 2  # M-RoPE sections add up to head_dim / 2 (Qwen2-VL's split: 1/4, 3/8, 3/8)
-    common["text_config"]["rope_parameters"]["mrope_section"] = [half // 4, 3 * half // 8, half - half // 4 - 3 * half // 8]
+    common = _qwen_scaled(tok, hidden, layers, max_positions=4096)
     vision = dict(depth=4, embed_dim=128, hidden_size=hidden, num_heads=4, mlp_ratio=2)
     model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(vision_config=vision, **common)).eval()
     return _save(out, model, tok, Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=224 * 224))

@@ -125,6 +125,18 @@ def _qwen_common(tok, hidden: int) -> dict:
     return {"text_config": text, **top}
 
 
+def _qwen_scaled(tok, hidden: int, layers: int, max_positions: int) -> dict:
+    """:func:`_qwen_common` grown for benchmarks: ``layers`` layers of width ``hidden`` (8 heads, 4 KV heads), with
+    M-RoPE sections adding up to head_dim / 2 in Qwen's own 1/4, 3/8, 3/8 split."""
+    common = _qwen_common(tok, hidden)
+    common["text_config"].update(num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4,
+                                 intermediate_size=4 * hidden, max_position_embeddings=max_positions)
+    half = hidden // 8 // 2
+    common["text_config"]["rope_parameters"]["mrope_section"] = [half // 4, 3 * half // 8,
+                                                                 half - half // 4 - 3 * half // 8]
+    return common
+
+
 def _save(out: Path, *parts) -> Path:
     """``save_pretrained`` every part (model, tokenizer, image processor) into one directory."""
     out = Path(out)
