@@ -59,6 +59,24 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _admit(dirpath: str, name: str, what: str, base: str, follow: bool, report: SkipReport) -> bool:
+    """Whether the walk keeps ``name`` (a ``"file"`` or ``"folder"`` in ``dirpath``); hidden names are left out
+    silently, unsafe ones are recorded in ``report``."""
+    if name.startswith("."):
+        return False
+    full = os.path.join(dirpath, name)
+    if not utf8_name(name):
+        fix = "index its files" if what == "folder" else "index it"
+        report.skip(full, f"{what} name is not valid UTF-8; rename it to {fix}")
+        return False
+    if os.path.islink(full) and not follow and not _inside(os.path.realpath(full), base):
+        lead = "symlinked folder" if what == "folder" else "symlink"
+        hint = "pass --follow-symlinks" if what == "folder" else "pass --follow-symlinks to follow it"
+        report.skip(full, f"{lead} leads outside the corpus folder ({hint})")
+        return False
+    return True
+
+
 def walk(root: Path, report: SkipReport, follow_symlinks: bool = False) -> list[Path]:
     """Every non-hidden candidate file under the resolved ``root``, sorted by relative path.
 
@@ -74,26 +92,6 @@ def walk(root: Path, report: SkipReport, follow_symlinks: bool = False) -> list[
             dirnames[:] = []
             continue
         seen_dirs.add(real)
-        keep = []
-        for d in sorted(dirnames):
-            full = os.path.join(dirpath, d)
-            if d.startswith("."):
-                continue
-            if not utf8_name(d):
-                report.skip(full, "folder name is not valid UTF-8; rename it to index its files")
-            elif os.path.islink(full) and not follow_symlinks and not _inside(os.path.realpath(full), base):
-                report.skip(full, "symlinked folder leads outside the corpus folder (pass --follow-symlinks)")
-            else:
-                keep.append(d)
-        dirnames[:] = keep
-        for f in filenames:
-            full = os.path.join(dirpath, f)
-            if f.startswith("."):
-                continue
-            if not utf8_name(f):
-                report.skip(full, "file name is not valid UTF-8; rename it to index it")
-            elif os.path.islink(full) and not follow_symlinks and not _inside(os.path.realpath(full), base):
-                report.skip(full, "symlink leads outside the corpus folder (pass --follow-symlinks to follow it)")
-            else:
-                out.append(Path(full))
+        dirnames[:] = [d for d in sorted(dirnames) if _admit(dirpath, d, "folder", base, follow_symlinks, report)]
+        out += [Path(dirpath, f) for f in filenames if _admit(dirpath, f, "file", base, follow_symlinks, report)]
     return sorted(out, key=lambda p: p.relative_to(root).as_posix())
