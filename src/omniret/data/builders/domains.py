@@ -26,12 +26,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from omniret.data.jsonl import write_jsonl
+from omniret.data.builders.emoji_bench import write_caption_split
 from omniret.errors import DataError
 from omniret.io import atomic_write_json
 
 Sample = tuple[str, str, Image.Image]  # (concept key, caption, RGB image)
-_CAPTION_OFFSET = 100_000
 
 INSTRUCTIONS = {
     ("text", "image"): ["Find the picture that matches this name.", "Retrieve the image described by this caption.",
@@ -98,23 +97,6 @@ def is_test(key: str, seed: int, test_fraction: float) -> bool:
     return h / 0xFFFFFFFF < test_fraction
 
 
-def _write_split(root: Path, name: str, ds: int, split: str, rows: list[tuple[int, str, str]]) -> None:
-    """``rows``: (n, caption, image relpath). Queries, qrels, local pools and the union pool of one split."""
-    imgs = [{"did": f"{ds}:{n}", "txt": None, "img_path": p, "modality": "image"} for n, _, p in rows]
-    caps = [{"did": f"{ds}:{n + _CAPTION_OFFSET}", "txt": c, "img_path": None, "modality": "text"} for n, c, _ in rows]
-    q0 = [{"qid": f"{ds}:{n}", "query_txt": c, "query_img_path": None, "query_modality": "text",
-           "pos_cand_list": [f"{ds}:{n}"], "neg_cand_list": [], "task_id": 0} for n, c, _ in rows]
-    q3 = [{"qid": f"{ds}:{n + _CAPTION_OFFSET}", "query_txt": None, "query_img_path": p, "query_modality": "image",
-           "pos_cand_list": [f"{ds}:{n + _CAPTION_OFFSET}"], "neg_cand_list": [], "task_id": 3} for n, _, p in rows]
-    for task, queries, pool in ((0, q0, imgs), (3, q3, caps)):
-        write_jsonl(root / "query" / split / f"mbeir_{name}_task{task}_{split}.jsonl", queries)
-        write_jsonl(root / "cand_pool" / "local" / f"mbeir_{name}_task{task}_{split}_cand_pool.jsonl", pool)
-        qrels = root / "qrels" / split / f"mbeir_{name}_task{task}_{split}_qrels.txt"
-        qrels.parent.mkdir(parents=True, exist_ok=True)
-        qrels.write_text("".join(f"{q['qid']} 0 {q['pos_cand_list'][0]} 1 {task}\n" for q in queries))
-    write_jsonl(root / "cand_pool" / "global" / f"mbeir_union_{split}_cand_pool.jsonl", imgs + caps)
-
-
 def build_domain(
     name: str, out_dir: str | Path, cache: Path | None = None, size: int = 96, test_fraction: float = 0.3,
     seed: int = 0, limit: int | None = None,
@@ -137,7 +119,7 @@ def build_domain(
     if not splits["train"] or not splits["test"]:
         raise DataError(f"domain {name}: a split is empty (train {len(splits['train'])}, test {len(splits['test'])})")
     for split, rows in splits.items():
-        _write_split(root, name, ds, split, rows)
+        write_caption_split(root, name, ds, split, rows)
     lines = ["query_modality\tcand_modality\tdataset\tdataset_id\tprompt_1\tprompt_2\tprompt_3\tprompt_4"]
     lines += ["\t".join([qm, cm, name, str(ds), *p]) for (qm, cm), p in INSTRUCTIONS.items()]
     (root / "instructions").mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from omniret.data.builders.debian import fetch_deb
 from omniret.data.builders.emoji import EMOJI_PACKAGE, iter_emoji
 from omniret.data.jsonl import write_jsonl
 from omniret.errors import DataError
-from omniret.io import atomic_write_json
+from omniret.io import atomic_write_json, atomic_write_text
 
 #: dataset id used in qids/dids ("10:<n>"); UniIR's datasets take 0-9
 EMOJI_DATASET_ID = 10
@@ -40,23 +40,20 @@ def _is_test(seed: int, cp: int, test_fraction: float) -> bool:
     return h / 0xFFFFFFFF < test_fraction
 
 
-def _write_split(root: Path, split: str, rows: list[tuple[int, int, str, str]]) -> None:
-    """``rows``: (n, code point, name, image relpath). Writes queries, qrels and pools of one split."""
-    ds = EMOJI_DATASET_ID
-    imgs = [{"did": f"{ds}:{n}", "txt": None, "img_path": p, "modality": "image"} for n, _, _, p in rows]
-    caps = [{"did": f"{ds}:{n + _CAPTION_OFFSET}", "txt": name, "img_path": None, "modality": "text"}
-            for n, _, name, _ in rows]
-    q0 = [{"qid": f"{ds}:{n}", "query_txt": name, "query_img_path": None, "query_modality": "text",
-           "pos_cand_list": [f"{ds}:{n}"], "neg_cand_list": [], "task_id": 0} for n, _, name, _ in rows]
+def write_caption_split(root: Path, name: str, ds: int, split: str, rows: list[tuple[int, str, str]]) -> None:
+    """``rows``: (n, caption, image relpath). Writes one split of a caption<->image benchmark in the M-BEIR layout:
+    task 0 (caption -> image) and task 3 (image -> caption) queries, qrels, local pools and the union pool."""
+    imgs = [{"did": f"{ds}:{n}", "txt": None, "img_path": p, "modality": "image"} for n, _, p in rows]
+    caps = [{"did": f"{ds}:{n + _CAPTION_OFFSET}", "txt": c, "img_path": None, "modality": "text"} for n, c, _ in rows]
+    q0 = [{"qid": f"{ds}:{n}", "query_txt": c, "query_img_path": None, "query_modality": "text",
+           "pos_cand_list": [f"{ds}:{n}"], "neg_cand_list": [], "task_id": 0} for n, c, _ in rows]
     q3 = [{"qid": f"{ds}:{n + _CAPTION_OFFSET}", "query_txt": None, "query_img_path": p, "query_modality": "image",
-           "pos_cand_list": [f"{ds}:{n + _CAPTION_OFFSET}"], "neg_cand_list": [], "task_id": 3}
-          for n, _, _, p in rows]
+           "pos_cand_list": [f"{ds}:{n + _CAPTION_OFFSET}"], "neg_cand_list": [], "task_id": 3} for n, _, p in rows]
     for task, queries, pool in ((0, q0, imgs), (3, q3, caps)):
-        write_jsonl(root / "query" / split / f"mbeir_{DATASET}_task{task}_{split}.jsonl", queries)
-        write_jsonl(root / "cand_pool" / "local" / f"mbeir_{DATASET}_task{task}_{split}_cand_pool.jsonl", pool)
-        qrels = root / "qrels" / split / f"mbeir_{DATASET}_task{task}_{split}_qrels.txt"
-        qrels.parent.mkdir(parents=True, exist_ok=True)
-        qrels.write_text("".join(f"{q['qid']} 0 {q['pos_cand_list'][0]} 1 {task}\n" for q in queries))
+        write_jsonl(root / "query" / split / f"mbeir_{name}_task{task}_{split}.jsonl", queries)
+        write_jsonl(root / "cand_pool" / "local" / f"mbeir_{name}_task{task}_{split}_cand_pool.jsonl", pool)
+        atomic_write_text(root / "qrels" / split / f"mbeir_{name}_task{task}_{split}_qrels.txt",
+                          "".join(f"{q['qid']} 0 {q['pos_cand_list'][0]} 1 {task}\n" for q in queries))
     write_jsonl(root / "cand_pool" / "global" / f"mbeir_union_{split}_cand_pool.jsonl", imgs + caps)
 
 
@@ -101,7 +98,7 @@ def build_emoji_benchmark(
     if not splits["test"] or not splits["train"]:
         raise DataError(f"emoji split left an empty side (train {len(splits['train'])}, test {len(splits['test'])})")
     for split, rows in splits.items():
-        _write_split(root, split, rows)
+        write_caption_split(root, DATASET, EMOJI_DATASET_ID, split, [(n, nm, p) for n, _, nm, p in rows])
     _write_instructions(root)
     pkg = fetch_deb(EMOJI_PACKAGE, cache_dir)  # already fetched by iter_emoji; gives the licence file
     source = (pkg / ".omniret-extracted").read_text().strip()
