@@ -198,7 +198,13 @@ def test_orth_on_token_states_has_gradient_to_banks(setup):
     _, tok = embeddings(enc, q, p, n)
     loss = orthogonal_loss(tok)
     (g,) = torch.autograd.grad(loss, [enc.banks["query"]])
-    assert 0 < float(loss) < 1 and float(g.abs().max()) > 0
+    # independently: 2/(K(K-1)) Σ_{i<j} cos(t_i, t_j)² per input, averaged (arXiv 2511.19278 §3)
+    t = tok.detach().double()
+    n_in, k = t.shape[:2]
+    ref = sum(torch.nn.functional.cosine_similarity(t[a, i], t[a, j], dim=0) ** 2
+              for a in range(n_in) for i in range(k) for j in range(i + 1, k)) * 2 / (k * (k - 1)) / n_in
+    assert float(loss) == pytest.approx(float(ref), rel=1e-5)
+    assert float(g.abs().max()) > 0
 
 
 def test_match_term_from_config_is_the_packed_loss_and_resumable(setup):
