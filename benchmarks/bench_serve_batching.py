@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     ap.add_argument("--runtime", default="torch", choices=("torch", "onnx", "auto"),
                     help="the default encoder's CPU runtime (OMNIRET_RUNTIME) for the servers and the ceiling")
+    ap.add_argument("--client", default="raw", choices=("raw", "httpx"),
+                    help="raw: a lean HTTP/1.1 keep-alive client (little client CPU); httpx: the usual library")
     args = ap.parse_args()
     os.environ["OMNIRET_RUNTIME"] = args.runtime  # inherited by the server processes
     tmp = temp_dir()
@@ -70,8 +72,8 @@ def main() -> None:
              ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]),
         ]:
             with serve(index, *opts, threads=args.threads) as (url, pid):
-                run_load(url, warm, args.clients)
-                results[name] = run_load(url, reqs, args.clients, pid)
+                run_load(url, warm, args.clients, client=args.client)
+                results[name] = run_load(url, reqs, args.clients, pid, client=args.client)
                 batch[name] = mean_batch(url)
         print(f"{args.requests} single-text ({args.words} words) /v1/embeddings requests, "
               f"{args.clients} concurrent clients, loopback")

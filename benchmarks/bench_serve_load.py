@@ -44,12 +44,13 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    ap.add_argument("--serve-args", default="", help="extra `omniret serve` options, e.g. '--keep-alive-s 5'")
     args = ap.parse_args()
     tmp = temp_dir()
     try:
         index = build_index(tmp)
         reqs = make_requests(args.requests)
-        with serve(index, threads=args.threads) as (url, pid):
+        with serve(index, *args.serve_args.split(), threads=args.threads) as (url, pid):
             run_load(url, reqs[:50], 50)  # warm-up
             res: LoadResult = run_load(url, reqs, args.clients, pid)
     finally:

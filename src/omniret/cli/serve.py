@@ -41,6 +41,8 @@ def serve_cmd(
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="Longest wait for a batch to fill."),
     max_request_mb: float = typer.Option(20.0, "--max-request-mb", min=0.001, help="Request body cap."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads [torch's default]."),
+    keep_alive_s: int = typer.Option(120, "--keep-alive-s", min=1,
+                                     help="Seconds an idle HTTP keep-alive connection stays open."),
 ) -> None:
     """Serve --index DIR over HTTP: OpenAI-compatible /v1/embeddings, /v1/search, /v1/rerank and a page at /."""
     try:
@@ -60,7 +62,8 @@ def serve_cmd(
 
         torch.set_num_threads(threads)
     cfg = ServeConfig(api_key=api_key, cors_origins=list(cors_origin or []), allow_remote_urls=allow_remote_urls,
-                      max_batch=max_batch, max_wait_ms=max_wait_ms, max_request_bytes=int(max_request_mb * 1e6))
+                      max_batch=max_batch, max_wait_ms=max_wait_ms, max_request_bytes=int(max_request_mb * 1e6),
+                      keep_alive_s=keep_alive_s)
     quiet_model_loading()
     retriever = Retriever.open(index, model)
     rr = load_reranker(reranker) if reranker else None
@@ -70,7 +73,8 @@ def serve_cmd(
     app = create_app(retriever, cfg, reranker=rr)
     print(f"omniret: serving {index} ({len(retriever.index)} documents, encoder {retriever.encoder.name}) "
           f"on http://{host}:{port}/", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30,
+                timeout_keep_alive=cfg.keep_alive_s)
 
 
 def register(app: typer.Typer) -> None:

@@ -35,12 +35,17 @@ class ServeConfig:
     thumb_size: int = 256
     #: the name /v1/models reports (defaults to the encoder's name)
     model_name: str | None = None
+    #: seconds an idle keep-alive connection stays open. Above every common client's idle expiry (httpx 5 s,
+    #: aiohttp 15 s, Go's net/http 90 s) so the *client* always closes first: with equal timeouts (uvicorn's
+    #: default is 5 s, httpx's too) the server can close a connection just as the client reuses it, and that
+    #: request fails with a connection reset. Shutdown closes idle connections at once, whatever this is.
+    keep_alive_s: int = 120
 
     def __post_init__(self) -> None:
         from omniret.errors import ConfigError
 
         for name in ("max_request_bytes", "max_image_bytes", "max_image_pixels", "max_items", "max_k",
-                     "max_batch", "max_queue", "thumb_size"):
+                     "max_batch", "max_queue", "thumb_size", "keep_alive_s"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
