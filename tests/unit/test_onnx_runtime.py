@@ -67,10 +67,28 @@ def test_onnx_fp32_text_equals_torch_and_int8_drifts_little(cache, torch_tower):
     assert np.abs(e_q8 - e_ref).max() > 1e-4 and cos.min() > 0.97, cos
     assert ref.recipe_hash == fast.recipe_hash == q8.recipe_hash  # numerics only: an fp32 index stays usable
     names = sorted(p.name for p in cache.iterdir())
-    assert [n.split("-")[-1] for n in names] == ["fp32.onnx", "int8.onnx"]  # no temporary files left behind
+    # the plain and padding-free fp32 graphs and int8; no temporary files left behind
+    assert [n.split("-", 2)[-1] for n in names] == ["fp32-packed.onnx", "fp32.onnx", "int8.onnx"]
     stamp = [p.stat().st_mtime_ns for p in sorted(cache.iterdir())]
     ConseMiniEncoder(precision="int8").encode_documents(["again"])
     assert [p.stat().st_mtime_ns for p in sorted(cache.iterdir())] == stamp  # reused, not exported again
+
+
+def test_padded_batches_run_the_padding_free_graph_equal_to_the_plain_one(cache):
+    enc = ConseMiniEncoder(runtime="onnx")
+    alone = np.concatenate([enc.encode_queries([Item(t)]) for t in TEXTS])
+    tower = enc._text_tower()
+    assert tower._packed is None  # one text per batch has no padding: the plain graph ran
+    together = enc.encode_queries([Item(t) for t in TEXTS], batch_size=len(TEXTS))
+    assert tower._packed is not None
+    assert np.abs(together - alone).max() < 1e-5
+    # both graphs on one padded batch: equal at the real tokens, zeros at the padding
+    batch = tower.tokenize(TEXTS)
+    feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()}
+    plain, packed = (s.run(None, feeds)[0] for s in (tower._session, tower._packed))
+    real = batch.attention_mask.numpy().astype(bool)
+    assert (~real).sum() > 500 and np.abs(plain[real] - packed[real]).max() < 1e-4
+    assert not packed[~real].any()
 
 
 def test_onnx_image_logits_equal_torch(cache):
