@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from omniret.serve.batcher import MicroBatcher
 from omniret.serve.config import ServeConfig
 from omniret.serve.errors import error_response, install_error_handlers
 from omniret.serve.guard import Guard
+from omniret.serve.hotpath import HotPath, hot_routes, render_json
 from omniret.serve.media import Thumbnails
 from omniret.serve.metrics import Metrics
 from omniret.serve.protocol import EmbeddingsRequest, RerankRequest, SearchRequest
@@ -31,13 +31,13 @@ STATIC = Path(__file__).parent / "static"
 
 
 class FastJSON(Response):
-    """JSON rendered straight by ``json.dumps``: FastAPI's generic encoder walks every float of every
-    embedding, which costs more than the forward pass of a short text."""
+    """JSON rendered by orjson (:func:`~omniret.serve.hotpath.render_json`): FastAPI's generic encoder walks every
+    float of every embedding, which costs more than the forward pass of a short text."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+        return render_json(content)
 
 
 def create_app(retriever: Retriever, config: ServeConfig | None = None, reranker: Reranker | None = None) -> FastAPI:
@@ -58,6 +58,8 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, reranker
     app = FastAPI(title="omniret", version=_version(), lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.service = svc
     install_error_handlers(app)
+    # innermost first: the hot endpoints' lean path sits inside CORS and the Guard, so both still apply to it
+    app.add_middleware(HotPath, routes=hot_routes(svc))
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -82,6 +84,7 @@ def create_app(retriever: Retriever, config: ServeConfig | None = None, reranker
     async def models() -> dict[str, Any]:
         return svc.models()
 
+    # served by HotPath; these routes document the API (/docs) and answer what HotPath hands back (bad bodies)
     @app.post("/v1/embeddings")
     async def embeddings(req: EmbeddingsRequest) -> Response:
         return FastJSON(await svc.embeddings(req))

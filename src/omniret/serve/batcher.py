@@ -14,8 +14,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -30,11 +30,32 @@ class QueueFullError(OmniretError):
 
 @dataclass
 class _Job:
+    """One request's items and the event-loop future its caller awaits. The worker hands the result over with
+    one ``call_soon_threadsafe`` (a ``concurrent.futures.Future`` + ``asyncio.wrap_future`` costs a lock, a
+    condition variable and a second callback per request)."""
+
     items: list[Item]
     is_query: bool
-    future: Future = field(default_factory=Future)
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
     #: when it entered the queue: its wait for companions is counted from here
     queued_at: float = field(default_factory=time.monotonic)
+
+    def resolve(self, value: Any) -> None:
+        """Deliver a result (or an exception) to the waiting coroutine, from the worker thread."""
+        try:
+            self.loop.call_soon_threadsafe(_settle, self.future, value)
+        except RuntimeError:  # the event loop is gone (server stopped): nobody is waiting any more
+            pass
+
+
+def _settle(future: asyncio.Future, value: Any) -> None:
+    if future.done():  # the caller was cancelled (client went away)
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
 
 
 _STOP = object()
@@ -69,12 +90,13 @@ class MicroBatcher:
 
         Items must already carry their instruction (queries). Raises :class:`QueueFullError` when full.
         """
-        job = _Job(list(items), is_query)
+        loop = asyncio.get_running_loop()
+        job = _Job(list(items), is_query, loop, loop.create_future())
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             raise QueueFullError(f"server busy: {self._queue.maxsize} requests already wait for the encoder") from None
-        return await asyncio.wrap_future(job.future)
+        return await job.future
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish every queued request, then stop the worker (graceful shutdown)."""
@@ -108,7 +130,7 @@ class MicroBatcher:
                 break
             jobs, stop = self._collect(first)
             for side in (True, False):
-                group = [j for j in jobs if j.is_query is side and j.future.set_running_or_notify_cancel()]
+                group = [j for j in jobs if j.is_query is side and not j.future.done()]
                 if group:
                     self._encode_group(group, side)
 
@@ -119,17 +141,17 @@ class MicroBatcher:
             vecs = fn(items, batch_size=self.max_batch)
         except Exception as e:  # one bad request must not fail the others: retry each alone
             if len(jobs) == 1:
-                jobs[0].future.set_exception(e)
+                jobs[0].resolve(e)
                 return
             for j in jobs:
                 try:
-                    j.future.set_result(fn(j.items, batch_size=self.max_batch))
+                    j.resolve(fn(j.items, batch_size=self.max_batch))
                 except Exception as e1:
-                    j.future.set_exception(e1)
+                    j.resolve(e1)
             return
         if self._on_batch is not None:
             self._on_batch(len(items), len(jobs))
         start = 0
         for j in jobs:
-            j.future.set_result(vecs[start : start + len(j.items)])
+            j.resolve(vecs[start : start + len(j.items)])
             start += len(j.items)

@@ -49,30 +49,30 @@ def _validation_message(err: dict[str, Any]) -> tuple[int, str, str | None]:
     return 422, f"{field}: {err.get('msg', 'invalid value')}", field
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestError)
-    async def _request_error(_: Request, e: RequestError) -> JSONResponse:
+def exception_response(e: Exception, where: str = "") -> JSONResponse:
+    """The JSON error for an exception raised while serving ``where`` (method and path, for the log). The most
+    specific class wins, as with Starlette's handlers: RequestError and QueueFullError are OmniretErrors."""
+    if isinstance(e, RequestError):
         return error_response(e.status, str(e), e.field)
+    if isinstance(e, QueueFullError):
+        return error_response(503, str(e), headers={"Retry-After": "1"})
+    if isinstance(e, HTTPException):
+        return error_response(e.status_code, str(e.detail), headers=getattr(e, "headers", None))
+    if isinstance(e, OmniretError):
+        return error_response(422, str(e))
+    log.error("internal error on %s", where, exc_info=e)
+    return error_response(500, f"internal error ({type(e).__name__}); see the server log")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def _mapped(request: Request, e: Exception) -> JSONResponse:
+        return exception_response(e, f"{request.method} {request.url.path}")
+
+    for kind in (RequestError, HTTPException, QueueFullError, OmniretError, Exception):
+        app.add_exception_handler(kind, _mapped)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
         errs = e.errors()
         status, msg, field = _validation_message(errs[0] if errs else {})
         return error_response(status, msg, field)
-
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, e: HTTPException) -> JSONResponse:
-        return error_response(e.status_code, str(e.detail), headers=getattr(e, "headers", None))
-
-    @app.exception_handler(QueueFullError)
-    async def _busy(_: Request, e: QueueFullError) -> JSONResponse:
-        return error_response(503, str(e), headers={"Retry-After": "1"})
-
-    @app.exception_handler(OmniretError)
-    async def _omniret(_: Request, e: OmniretError) -> JSONResponse:
-        return error_response(422, str(e))
-
-    @app.exception_handler(Exception)
-    async def _bug(request: Request, e: Exception) -> JSONResponse:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(500, f"internal error ({type(e).__name__}); see the server log")

@@ -213,8 +213,9 @@ async def _parse(fn: Callable[[Any, str, ServeConfig], Any], value: Any, field: 
     return fn(value, field, cfg)
 
 
-def _encode_vector(v: np.ndarray, fmt: str) -> list[float] | str:
-    """OpenAI's formats: a JSON float list, or base64 of little-endian float32 bytes."""
+def _encode_vector(v: np.ndarray, fmt: str) -> np.ndarray | str:
+    """OpenAI's formats: a float list (a float64 array the JSON renderer writes as a list: float64 so that the
+    float32 values read back exactly, as ``tolist()`` gave them), or base64 of little-endian float32 bytes."""
     if fmt == "base64":
         return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
-    return np.asarray(v, dtype=np.float32).tolist()
+    return np.asarray(v, dtype=np.float32).astype(np.float64)
