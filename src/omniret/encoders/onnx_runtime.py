@@ -41,7 +41,7 @@ from omniret.encoders.minilm_tokenizer import MiniLMTokenizer, TextBatch
 from omniret.errors import OmniretError
 
 #: bump when the export or quantisation recipe changes, so stale cached files are not reused
-ONNX_RECIPE_VERSION = 1
+ONNX_RECIPE_VERSION = 2
 TEXT_INPUTS = ("input_ids", "attention_mask")
 
 
