@@ -46,6 +46,8 @@ def test_text_embeddings_equal_the_encoder(server):
     np.testing.assert_allclose(got, enc.encode_documents(["a red apple", "the moon at night"]), atol=1e-5)
     one = embed(server, input="a red apple")
     np.testing.assert_allclose(one[0], got[0], atol=1e-5)
+    # the same batch as the encoder's (one item): bit-equal, so the JSON floats lose nothing
+    np.testing.assert_array_equal(one, enc.encode_documents(["a red apple"]))
     q = embed(server, input=["a red apple"], input_type="query", instruction="Find an image of this.")
     np.testing.assert_allclose(q, enc.encode_queries(["a red apple"], instruction="Find an image of this."), atol=1e-5)
 

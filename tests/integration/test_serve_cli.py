@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -42,6 +43,33 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
+def _get(sock: socket.socket, path: str) -> bytes:
+    """One HTTP/1.1 keep-alive GET on ``sock``; returns the response head."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += _recv(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: *(\d+)", head.lower())[1])
+    while len(body) < length:
+        body += _recv(sock)
+    return head
+
+
+def _recv(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionError("the server closed the keep-alive connection")
+    return chunk
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
 @pytest.mark.slow
 def test_serve_cli_loopback_page_api_and_graceful_sigterm():
     port = _free_port()
@@ -62,6 +90,12 @@ def test_serve_cli_loopback_page_api_and_graceful_sigterm():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
             time.sleep(0.2)
         assert _listening_addresses(port) == {"127.0.0.1"}
+        # an idle keep-alive connection outlives common client expiries (httpx: 5 s, as uvicorn's own default),
+        # so a client never reuses one the server is closing; shutdown below still closes it at once
+        idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+        assert _get(idle, "/healthz").startswith(b"HTTP/1.1 200")
+        time.sleep(6)
+        assert _get(idle, "/healthz").startswith(b"HTTP/1.1 200")  # the same connection still serves
         assert "<title>omniret search</title>" in httpx.get(url + "/").text
         dim = httpx.get(url + "/v1/models").json()["data"][0]["dimensions"]
         assert len(httpx.post(url + "/v1/embeddings", json={"input": "x"}).json()["data"][0]["embedding"]) == dim
@@ -82,6 +116,7 @@ def test_serve_cli_loopback_page_api_and_graceful_sigterm():
         t.join(120)
         proc.wait(60)
         err = proc.stderr.read()
+        assert _closed(idle)
     finally:
         if proc.poll() is None:
             proc.kill()

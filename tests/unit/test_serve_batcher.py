@@ -127,3 +127,27 @@ def test_wait_for_companions_counts_from_queueing():
     b.close()
     assert enc.forwards == [1, 2]
     assert waited < 0.5  # not another 1 s window
+
+
+def test_a_cancelled_request_never_reaches_the_encoder_and_the_others_complete():
+    """A caller that goes away (client disconnect: its coroutine is cancelled) while queued is skipped; the
+    requests around it get their own rows."""
+    enc = CharEncoder()
+    enc.gate = threading.Event()
+    b = MicroBatcher(enc, max_batch=1, max_wait_ms=0)
+
+    async def main():
+        held = asyncio.ensure_future(b.encode([Item("held")], True))
+        await asyncio.sleep(0.2)  # the worker has taken "held" and waits at the gate
+        gone = asyncio.ensure_future(b.encode([Item("gone")], True))
+        kept = asyncio.ensure_future(b.encode([Item("kept")], True))
+        await asyncio.sleep(0)
+        gone.cancel()
+        enc.gate.set()
+        return await held, await kept, gone.cancelled()
+
+    held, kept, cancelled = asyncio.run(main())
+    b.close()
+    assert cancelled and enc.forwards == [1, 1]  # "gone" was never encoded
+    np.testing.assert_array_equal(held, enc.encode_queries(["held"]))
+    np.testing.assert_array_equal(kept, enc.encode_queries(["kept"]))
