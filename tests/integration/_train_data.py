@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
+from PIL import Image, ImageDraw
 from transformers import BertConfig, BertModel
 
 from omniret.encoders.minilm import default_minilm_path
@@ -51,3 +53,32 @@ def make_config(root: Path, out: str, bert: Path, pairs: Path, steps: int = 24, 
         "optim": {"lr": 1e-3, "max_steps": steps, "batch_size": 6, "warmup_steps": 5, "checkpoint_every": every,
                   "log_every": 20, "gradcache_chunk": 4},
     }
+
+
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "grey", "pink", "brown", "cyan", "olive"]
+
+
+def _shapes(style: str):
+    """A synthetic domain: the same 12 concepts ("a red square", ...) drawn as squares or as circles."""
+
+    def source(cache, size):
+        for c in COLOURS:
+            img = Image.new("RGB", (size, size), "white")
+            draw = ImageDraw.Draw(img)
+            (draw.rectangle if style == "square" else draw.ellipse)((8, 8, size - 8, size - 8), fill=c)
+            yield f"concept:{c}", f"a {c} {style}", img
+
+    return source
+
+
+def build_shape_domains(root: Path) -> dict[str, dict]:
+    """Domains "squares" and "circles" (M-BEIR layout, concept-level split in halves) built under ``root``."""
+    from omniret.data.builders import domains
+
+    mp = pytest.MonkeyPatch()
+    mp.setitem(domains.DOMAINS, "squares", (20, _shapes("square")))
+    mp.setitem(domains.DOMAINS, "circles", (21, _shapes("circle")))
+    try:
+        return {n: domains.build_domain(n, root / n, size=32, test_fraction=0.5) for n in ("squares", "circles")}
+    finally:
+        mp.undo()

@@ -6,39 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from _train_data import make_tiny_bert
-from PIL import Image, ImageDraw
+from _train_data import build_shape_domains, make_tiny_bert
 
 from omniret.data.builders import domains
 from omniret.errors import DataError
 from omniret.training.config import config_from_dict
 from omniret.training.lodo import lodo_config, run_lodo
 
-COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "grey", "pink", "brown", "cyan", "olive"]
-
-
-def _shapes(style: str):
-    """A synthetic domain: the same 12 concepts ("a red square", ...) drawn as squares or as circles."""
-
-    def source(cache, size):
-        for c in COLOURS:
-            img = Image.new("RGB", (size, size), "white")
-            draw = ImageDraw.Draw(img)
-            (draw.rectangle if style == "square" else draw.ellipse)((8, 8, size - 8, size - 8), fill=c)
-            yield f"concept:{c}", f"a {c} {style}", img
-
-    return source
-
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("domains")
-    mp = pytest.MonkeyPatch()
-    mp.setitem(domains.DOMAINS, "squares", (20, _shapes("square")))
-    mp.setitem(domains.DOMAINS, "circles", (21, _shapes("circle")))
-    manifests = {n: domains.build_domain(n, root / n, size=32, test_fraction=0.5) for n in ("squares", "circles")}
-    mp.undo()
-    return root, manifests
+    return root, build_shape_domains(root)
 
 
 def test_domains_share_concept_splits_and_the_mbeir_layout(built):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from omniret.encoders import DEFAULT_ENCODER, ENCODERS, load_builtins, load_encoder, omni_mini
+from omniret.encoders import DEFAULT_ENCODER, ENCODERS, load_builtins, load_encoder, saved
 from omniret.errors import ModelNotFoundError
 
 
@@ -22,6 +22,6 @@ def test_packaged_omniret_mini_loads_with_its_recipe():
 
 
 def test_missing_packaged_weights_name_the_place(monkeypatch, tmp_path):
-    monkeypatch.setattr(omni_mini, "packaged_model_path", lambda: tmp_path / "omniret-mini")
+    monkeypatch.setattr(saved, "packaged_path", lambda name: tmp_path / name)
     with pytest.raises(ModelNotFoundError, match="omniret-mini.*missing"):
         load_encoder("omniret-mini")

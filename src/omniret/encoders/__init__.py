@@ -33,6 +33,7 @@ FAMILIES: Registry[Callable[..., Encoder]] = Registry("model family")
 _BUILTIN_MODULES = [
     "omniret.encoders.mini",
     "omniret.encoders.omni_mini",
+    "omniret.encoders.bridge",
     "omniret.encoders.dual",
     "omniret.encoders.families.qwen2vl",
     "omniret.encoders.families.rematch",

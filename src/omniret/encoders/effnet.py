@@ -49,6 +49,13 @@ def imagenet_classes() -> list[str]:
     return names
 
 
+def pooled_head(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """EfficientNet's head split in two: ``(B, 1280)`` global mean of the last feature map, then ``(B, 1000)``
+    logits from the classifier layer (what ``model(x)`` returns in eval mode)."""
+    pooled = model.extract_features(x).float().mean(dim=(2, 3))
+    return pooled, model._fc(pooled)
+
+
 class EfficientNetLite0:
     """ImageNet classifier: ``(B, 3, 224, 224)`` pixels -> ``(B, 1000)`` logits."""
 
@@ -79,6 +86,13 @@ class EfficientNetLite0:
             with torch.autocast("cpu", enabled=False):
                 return self.model(x).float()
         return self.model(x).float()
+
+    def pooled_and_logits(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 3, 224, 224)`` -> ``(B, 1280)`` globally pooled head features and ``(B, 1000)`` logits from
+        one pass (the classifier is a linear layer on the pooled features; its dropout is off in eval)."""
+        x = pixels.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, enabled=False):
+            return pooled_head(self.model, x)
 
     def identity(self) -> dict[str, object]:
         import os

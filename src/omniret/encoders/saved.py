@@ -49,3 +49,41 @@ def read_saved_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ModelNotFoundError(f"{f}: expected a JSON object")
     return meta
+
+
+def load_saved_model(build: Any, path: str | os.PathLike, what: str, **options: Any) -> Any:
+    """Rebuild a model saved as ``omniret.json`` options + trained tensors: ``build(**saved, **options)``, then
+    its ``load_trained(path)``. ``what`` names the family in the error when ``path`` holds no saved model."""
+    p = Path(path)
+    meta = read_saved_config(p)
+    if not meta:
+        raise ModelNotFoundError(f"{p}: not a saved {what} model (no {SAVED_CONFIG})")
+    enc = build(**{**meta.get("options", {}), **options})
+    enc.load_trained(p)
+    return enc
+
+
+def packaged_path(name: str) -> Path:
+    """Where trained weights named ``name`` ship inside the package (``omniret/resources/<name>``)."""
+    from importlib.resources import files
+
+    return Path(str(files("omniret.resources"))) / name
+
+
+def load_packaged_model(name: str, load: Any, **options: Any) -> Any:
+    """``load(packaged_path(name), **options)``, with a clear error when the package lacks the weights."""
+    p = packaged_path(name)
+    if not (p / SAVED_CONFIG).is_file():
+        raise ModelNotFoundError(f"{p}: the packaged {name} weights are missing (a broken install?)")
+    return load(p, **options)
+
+
+def tensor_digest(tensors: dict[str, Any]) -> str:
+    """A short content hash of named tensors (the ``weights`` identity in a recipe)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].float().numpy().tobytes())
+    return h.hexdigest()[:16]
