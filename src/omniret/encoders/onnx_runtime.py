@@ -12,8 +12,8 @@ speed-ups and drift: ``docs/results.md`` ("Fast CPU inference").
 * **Padding-free batches (fp32 text tower).** A second graph exports omniret's padding-free BERT forward
   (:mod:`omniret.encoders.packed`: projections, feed-forward and layer norms on the real tokens only) and runs
   every batch that has padding; a batch without padding (one text, or equal lengths) runs the plain graph,
-  which is a little faster there. A micro-batch of 32 short queries is ~40 % padding: the packed graph takes
-  ~25 % less CPU per query (docs/results.md, "HTTP server"), and equals the padded one to ~2e-6.
+  unchanged. A micro-batch of 32 short queries is ~40 % padding: the packed graph takes ~35 % less CPU per
+  query there (docs/results.md, "HTTP server"), and equals the padded one to ~2e-6.
 * **int8 (text tower).** Dynamic quantisation (Jacob et al., 2018, arXiv:1712.05877, §2: int8 weights,
   activations quantised per batch at run time) of the weight MatMuls with **per-channel** weight scales.
   The two attention products (activation x activation) and the feed-forward output projections stay fp32:
