@@ -40,8 +40,9 @@ import torch
 from omniret.encoders.minilm_tokenizer import MiniLMTokenizer, TextBatch
 from omniret.errors import OmniretError
 
-#: bump when the export or quantisation recipe changes, so stale cached files are not reused
-ONNX_RECIPE_VERSION = 2
+#: bump when the export or quantisation recipe changes (the padding-free graph's too: it follows
+#: omniret.encoders.packed), so stale cached files are not reused
+ONNX_RECIPE_VERSION = 1
 TEXT_INPUTS = ("input_ids", "attention_mask")
 
 
