@@ -130,6 +130,7 @@ class MicroBatcher:
                 break
             jobs, stop = self._collect(first)
             for side in (True, False):
+                # skip callers already gone; one cancelled after this check is settled as a no-op by _settle
                 group = [j for j in jobs if j.is_query is side and not j.future.done()]
                 if group:
                     self._encode_group(group, side)
