@@ -89,6 +89,9 @@ def test_padded_batches_run_the_padding_free_graph_equal_to_the_plain_one(cache)
     real = batch.attention_mask.numpy().astype(bool)
     assert (~real).sum() > 500 and np.abs(plain[real] - packed[real]).max() < 1e-4
     assert not packed[~real].any()
+    # idle intra-op threads sleep: spinning burns CPU that a server's other work (or other processes) need
+    for sess in (tower._session, tower._packed):
+        assert sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_onnx_image_logits_equal_torch(cache):

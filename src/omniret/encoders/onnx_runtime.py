@@ -159,6 +159,9 @@ def session(file: Path) -> Any:
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # no warnings about unused initialisers on every start
+    # idle pool threads sleep instead of spinning: on a 2-core machine shared with other work, spinning with 2
+    # threads doubled the CPU per query and made it slower too (docs/results.md, "HTTP server"); 1 thread: no pool
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
 
 
