@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.omniret-installed
 
-.PHONY: install demo test lint bench clean browser serve
+.PHONY: install demo test lint bench clean browser serve default-model
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ serve: demo
 
 test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+# the default encoder's whole recipe, one command (< 1 h on 2 cores): build the real domains + WordNet, train
+# configs/omniret-bridge/train.yaml (resumable), install the result as the packaged omniret-bridge weights
+default-model: $(STAMP)
+	$(PY) -m omniret data build domains .cache/data/domains --domains noto,twemoji,clipart
+	$(PY) -m omniret data build wordnet .cache/data/wordnet
+	$(PY) -m omniret train configs/omniret-bridge/train.yaml
+	rm -rf src/omniret/resources/omniret-bridge && mkdir -p src/omniret/resources/omniret-bridge
+	cp .cache/runs/omniret-bridge/final/model.safetensors .cache/runs/omniret-bridge/final/omniret.json \
+		src/omniret/resources/omniret-bridge/
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

@@ -6,7 +6,9 @@ with the default offline encoder (incremental: a rerun encodes nothing), then sh
 1. text -> image: ``"a cup of coffee"`` among the images (plain and captioned);
 2. image -> text: the cat photo against the text documents;
 3. image + text -> image: the red-apple emoji plus ``"green"``, among the images (the query image itself
-   is left out of the table).
+   is left out of the table);
+4. text -> whatever the instruction asks for: ``"a red apple"`` with "Find an image of the following." over
+   the whole index, texts included (the default model's modality head puts images first).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def find_corpus(path: str | None) -> Path:
     raise OmniretError(f"sample corpus not found (looked in {', '.join(map(str, candidates))}); pass --corpus DIR")
 
 
-def searches(corpus: Path) -> list[tuple[str, Item, str | list[str]]]:
-    """(title, query, modality filter) of the three demo searches."""
+def searches(corpus: Path) -> list[tuple[str, Item, str | list[str] | None]]:
+    """(title, query, modality filter) of the demo searches."""
     return [
         ("text → image: 'a cup of coffee'", Item("a cup of coffee"), ["image", "image,text"]),
         (
@@ -45,6 +47,11 @@ def searches(corpus: Path) -> list[tuple[str, Item, str | list[str]]]:
             "image + text → image: emoji/red_apple.png + 'green'",
             Item("green", image=str(corpus / "emoji" / "red_apple.png")),
             "image",
+        ),
+        (
+            "text + instruction → image: 'a red apple', 'Find an image of the following.'",
+            Item("a red apple", instruction="Find an image of the following."),
+            None,
         ),
     ]
 
@@ -75,7 +82,7 @@ def run(corpus: Path, index_dir: Path, model: str | None, k: int) -> None:
         # a query image that is itself in the corpus trivially ranks first: leave it out of the table
         own = {str(Path(p.path).resolve()) for p in query.images if p.path}
         hits = [h for h in hits if not (h.img_path and str(Path(h.img_path).resolve()) in own)][:k]
-        shown = modality if isinstance(modality, str) else " or ".join(modality)
+        shown = "all" if modality is None else modality if isinstance(modality, str) else " or ".join(modality)
         print_hits(hits, title=f"{title}  ({shown} documents)")
         console.print()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from _cli import run
 from PIL import Image
+
+from _cli import run
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_index_search_info(corpus, tmp_path, monkeypatch, capsys):
     code, out, err = run(monkeypatch, capsys, "index", str(corpus), "--index", ix, "-q")
     assert code == 0, err
     assert "added 4, updated 0, removed 0, unchanged 0; 4 documents in the index" in out
-    assert "conse-minilm" in out
+    assert "encoder omniret-bridge" in out  # the default
 
     code, out, err = run(monkeypatch, capsys, "index", str(corpus), "--index", ix, "--kind", "hnsw", "-q")
     assert code == 0 and "added 0, updated 0, removed 0, unchanged 4" in out and "[hnsw," in out
@@ -51,7 +52,9 @@ def test_index_search_info(corpus, tmp_path, monkeypatch, capsys):
     code, out, err = run(monkeypatch, capsys, "search", "-i", ix, "--image", img, "--modality", "image", "--json")
     hits = json.loads(out)
     assert code == 0 and [h["id"] for h in hits] == ["photos/red.png"]
-    assert hits[0]["img_path"] == img and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    # the default's documents carry a modality part of norm 1 that a query without instruction lacks: an
+    # item against itself scores 1 / sqrt(2) (omniret.encoders.bridge)
+    assert hits[0]["img_path"] == img and hits[0]["score"] == pytest.approx(2 ** -0.5, abs=1e-4)
 
     code, out, err = run(
         monkeypatch, capsys, "search", "-i", ix, "square", "--image", img, "--modality", "image",
@@ -61,10 +64,10 @@ def test_index_search_info(corpus, tmp_path, monkeypatch, capsys):
 
     code, out, err = run(monkeypatch, capsys, "info", "--index", ix, "--json")
     facts = json.loads(out)
-    assert code == 0 and facts["count"] == 4 and facts["kind"] == "hnsw" and facts["dim"] == 384
+    assert code == 0 and facts["count"] == 4 and facts["kind"] == "hnsw" and facts["dim"] == 393
     assert facts["modalities"] == {"text": 2, "image": 1, "image,text": 1}
     code, out, err = run(monkeypatch, capsys, "info", "--index", ix)
-    assert code == 0 and "conse-minilm" in out and "recipe_hash" in out
+    assert code == 0 and "omniret-bridge" in out and "recipe_hash" in out
 
 
 @pytest.mark.parametrize(

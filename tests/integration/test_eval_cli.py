@@ -7,10 +7,10 @@ import json
 
 import ir_measures
 import pytest
-from _cli import run
 from _eval_helpers import build_colour_mbeir
 from ir_measures import nDCG
 
+from _cli import run
 from omniret.data.qrels import read_qrels
 from omniret.eval.metrics import mean_hit_at_k
 from omniret.eval.trec import read_trec
@@ -29,7 +29,7 @@ def test_eval_mbeir_default_model_both_pools(mbeir_root, tmp_path, monkeypatch, 
     res = json.loads((out / "results.json").read_text())
     assert [(e["name"], e["pool"]) for e in res["tasks"]] == [
         ("colour_task0", "local"), ("colour_task3", "local"), ("colour_task0", "global"), ("colour_task3", "global")]
-    assert res["model"]["name"] == "conse-minilm" and set(res["average"]) == {"local", "global"}
+    assert res["model"]["name"] == "omniret-bridge" and set(res["average"]) == {"local", "global"}
     # anyone can recompute the recalls from the TREC runs and the qrels
     for e in res["tasks"]:
         ranked = {q: [d for d, _ in r] for q, r in read_trec(out / e["run"]).items()}

@@ -15,8 +15,9 @@ import time
 
 import httpx
 import pytest
-from _cli import run
 from _serve import SAMPLE, shared_index
+
+from _cli import run
 
 CAT = base64.b64encode((SAMPLE / "photos" / "chelsea_the_cat.jpg").read_bytes()).decode()
 

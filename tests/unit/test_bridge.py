@@ -45,7 +45,7 @@ def _trained_like(enc: BridgeEncoder, seed: int = 1) -> None:
 def test_untrained_content_is_conse_minilm_and_queries_have_no_modality(bridge, conse, side):
     got = getattr(bridge, f"encode_{side}")(ITEMS)
     want = getattr(conse, f"encode_{side}")(ITEMS)
-    assert got.shape == (len(ITEMS), 384 + 4)
+    assert got.shape == (len(ITEMS), 384 + 4 + 1)
     content = got[:, :384] / np.linalg.norm(got[:, :384], axis=1, keepdims=True)
     np.testing.assert_allclose(content, want, atol=1e-6)
     if side == "queries":  # a query without instruction asks for no modality; one with an instruction does
@@ -82,14 +82,15 @@ def test_heads_compute_the_documented_embedding(conse):
         t = torch.from_numpy(conse.encode_documents(["a red apple", "an apple"]))
         m_text, m_image = h.doc_modality
 
-        def m(x):  # the modality part has norm modality_scale (1)
-            return F.normalize(x, dim=-1)
+        def m(x):  # the modality part has norm modality_scale (1); its last axis is the neutral one
+            return torch.cat([F.normalize(x, dim=-1), torch.zeros(1)])
 
+        neutral = torch.tensor([0.0, 0.0, 0.0, 1.0])  # image+text documents
         want = [torch.cat([t[0], m(m_text)]), torch.cat([v[0], m(m_image)]),
-                torch.cat([F.normalize(t[1] + v[0], dim=-1), m(m_text + m_image)])]
+                torch.cat([F.normalize(t[1] + v[0], dim=-1), neutral])]
         tq = torch.from_numpy(conse.encode_queries([Item("a red apple", instruction=INST)]))[0]
         inst = torch.from_numpy(conse.encode_documents([INST]))[0]
-        want_q = [torch.cat([tq, m(h.query_modality(inst) + h.query_own[0])]), torch.cat([t[0], torch.zeros(3)])]
+        want_q = [torch.cat([tq, m(h.query_modality(inst) + h.query_own[0])]), torch.cat([t[0], torch.zeros(4)])]
     for got, w in zip(list(docs) + list(queries), want + want_q, strict=True):
         np.testing.assert_allclose(got, (w / w.norm()).numpy(), atol=2e-5)
 

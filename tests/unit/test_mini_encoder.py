@@ -24,14 +24,13 @@ INSTRUCTION = "Retrieve an image that matches the given caption."
 
 @pytest.fixture(scope="module")
 def enc() -> ConseMiniEncoder:
-    e = load_encoder("default")
+    e = load_encoder("conse-minilm")
     assert isinstance(e, ConseMiniEncoder)
     return e
 
 
 def test_registered_names_shapes_and_normalisation(enc):
     assert enc.name == "conse-minilm" and enc.dim == 384 and enc.family == "mini"
-    assert isinstance(load_encoder("conse-minilm"), ConseMiniEncoder)
     out = enc.encode_documents(["a red apple", Item(image=APPLE), Item("a cat", image=CAT)])
     assert out.shape == (3, 384) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)

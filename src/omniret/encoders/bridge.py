@@ -13,16 +13,18 @@ conse-minilm and trains two light heads on top:
   ControlNet's, arXiv:2302.05543 §3). During training the residual of each image is dropped with probability
   ``residual_dropout``, so the model must also rank with the bare bridge — which keeps the modality margin
   below wide enough for images whose residual is weak (unseen domains);
-* **modality head** — ``k`` extra dimensions: a document gets the mean of learned vectors of the modalities it
-  contains (text, image); a query with an instruction gets ``W · unit(MiniLM(instruction)) + U · mix(query)``
-  (the instruction read in the light of the query's own modality mix), a query without one gets zeros. Their
+* **modality head** — ``k + 1`` extra dimensions: a text or image document gets its modality's learned vector,
+  an image+text document the extra "neutral" axis no query points along (no such documents train the head, so
+  none is preferred or penalised); a query with an instruction gets ``W · unit(MiniLM(instruction)) + U · mix(query)``
+  (the instruction read in the light of the query's own modality mix); a query without one gets zeros, so it
+  ranks by content alone (an image query finds the same photo stored with its caption first). Their
   product adds an instruction-dependent preference for a candidate modality to the content score — what
   MM-Embed's modality-aware hard negatives teach its MLLM (arXiv:2411.02571 §4.2), here as an explicit head.
 
-The embedding is ``[content (384); s * unit(modality) (k)]`` (unit content, ``s = modality_scale``; a query
-without instruction has a zero modality part; :meth:`Encoder.encode_queries` normalises the whole). The
+The embedding is ``[content (384); s * unit(modality) (k + 1)]`` (unit content, ``s = modality_scale``; a
+query without instruction has a zero modality part; :meth:`Encoder.encode_queries` normalises the whole). The
 fixed norms make the score ``(content · content + s² cos(modality, modality)) / (1 + s²)`` for every query
-with an instruction. Text content is exactly conse-minilm's (MiniLM with MM-Embed's instruction pooling), so text-to-text
+with an instruction and ``content · content / sqrt(1 + s²)`` for one without (an item against itself: 0.707). Text content is exactly conse-minilm's (MiniLM with MM-Embed's instruction pooling), so text-to-text
 retrieval ranks as conse-minilm does up to the modality head's per-modality offset. Frozen signals are pure
 functions of the input and are cached per image content (``feature_cache_size``) across training steps.
 Saved layout: ``omniret.json`` + ``model.safetensors`` (the heads only, ~4 MB).
@@ -148,7 +150,7 @@ class BridgeHeads(nn.Module):
 
 
 class BridgeEncoder(Encoder):
-    """conse-minilm + trained heads (see the module docstring). ``dim = 384 + modality_dim``."""
+    """conse-minilm + trained heads (see the module docstring). ``dim = 384 + modality_dim + 1``."""
 
     family = FAMILY
     image_length = 200
@@ -183,7 +185,7 @@ class BridgeEncoder(Encoder):
         self.heads = BridgeHeads(int(hidden), int(modality_dim), float(dropout), float(residual_dropout),
                                  float(modality_scale))
         self.heads.to(self.device).eval()
-        self.dim = TEXT_DIM + int(modality_dim)
+        self.dim = TEXT_DIM + int(modality_dim) + 1  # + the neutral axis of image+text documents
         SIGNALS.capacity = max(SIGNALS.capacity, int(feature_cache_size))
         self.feature_cache_size = int(feature_cache_size)
         self._weights_id = "untrained"
@@ -285,10 +287,13 @@ class BridgeEncoder(Encoder):
             content = content + has * F.normalize(per_item, dim=-1)
         content = F.normalize(content, dim=-1)
         mix = batch.modality.to(self.device)  # (n, 2)
-        if not batch.is_query:  # documents: their modality mix
-            modality = mix @ self.heads.doc_modality
-        else:  # queries: what the instruction asks for, given the query's modality (nothing without one)
+        both = (mix > 0).all(dim=1, keepdim=True)
+        if not batch.is_query:  # documents: their modality's vector, image+text ones the neutral axis
+            modality = torch.where(both, 0.0, mix @ self.heads.doc_modality)
+            neutral = both.to(content.dtype)
+        else:  # queries: what the instruction asks for, given the query's own modality; nothing without one
             modality = torch.zeros((batch.n, self.heads.doc_modality.shape[1]), device=self.device)
+            neutral = torch.zeros((batch.n, 1), device=self.device)
             if batch.inst is not None:
                 wants = self.heads.query_modality(self._text(batch.inst))  # (I, k)
                 rows = batch.inst_rows.to(self.device)
@@ -296,7 +301,8 @@ class BridgeEncoder(Encoder):
                 modality = torch.where((rows >= 0).unsqueeze(1), asked, modality)
         # a fixed norm: a free one would let training flatten every content score by inflating the modality
         # part under the final normalisation (a learned temperature in disguise)
-        return torch.cat([content, self.heads.modality_scale * F.normalize(modality, dim=-1)], dim=-1)
+        modality = F.normalize(torch.cat([modality, neutral], dim=-1), dim=-1)
+        return torch.cat([content, self.heads.modality_scale * modality], dim=-1)
 
     # ----------------------------------------------------------------- persistence
     def options(self) -> dict[str, Any]:
