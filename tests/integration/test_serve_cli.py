@@ -101,12 +101,13 @@ def test_serve_cli_loopback_page_api_and_graceful_sigterm():
         dim = httpx.get(url + "/v1/models").json()["data"][0]["dimensions"]
         assert len(httpx.post(url + "/v1/embeddings", json={"input": "x"}).json()["data"][0]["embedding"]) == dim
 
-        # a slow request (24 images) is in flight when SIGTERM arrives: it completes, then the server exits
+        # a slow request (256 images, the item cap: seconds of decoding and encoding) is in flight when SIGTERM
+        # arrives 1 s after it was sent: it completes, then the server exits
         item = {"content": [{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64," + CAT}}]}
         result = {}
 
         def slow():
-            r = httpx.post(url + "/v1/embeddings", json={"input": [item] * 24}, timeout=120)
+            r = httpx.post(url + "/v1/embeddings", json={"input": [item] * 256}, timeout=120)
             result.update(status=r.status_code, n=len(r.json()["data"]), done=time.monotonic())
 
         t = threading.Thread(target=slow)
@@ -122,7 +123,7 @@ def test_serve_cli_loopback_page_api_and_graceful_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert result["status"] == 200 and result["n"] == 24 and result["done"] > sigterm_at
+    assert result["status"] == 200 and result["n"] == 256 and result["done"] > sigterm_at, result
     # uvicorn re-raises the captured SIGTERM after its graceful shutdown, so the exit is "by SIGTERM", clean
     assert proc.returncode in (0, -signal.SIGTERM), err
     assert "Traceback" not in err, err
