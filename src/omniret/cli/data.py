@@ -50,7 +50,7 @@ def build_wordnet(
 @build_app.command("domains")
 def build_domains(
     out: Path = typer.Argument(..., help="Output directory: one M-BEIR root per domain (OUT/NAME)."),
-    domains: str = typer.Option("noto,twemoji,clipart", help="Comma-separated domains."),
+    domains: str = typer.Option("noto,twemoji,clipart", help="Comma-separated domains: noto, twemoji, clipart, openmoji."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Package cache (default ~/.cache/omniret/{debian,npm})."),
     size: int = typer.Option(96, help="Image side in pixels."),
     seed: int = typer.Option(0, help="Split seed (by concept, shared by all domains)."),

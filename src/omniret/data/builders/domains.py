@@ -6,7 +6,9 @@ Each domain is a stream of ``(concept key, caption, image)`` from a package that
 * ``twemoji`` — Twitter's Twemoji design (npm ``emoji-datasource-twitter``: 64 px PNGs, graphics CC-BY 4.0,
   package MIT), the same Unicode names, so *style* differs while the concepts are shared;
 * ``clipart`` — Openclipart (Debian ``openclipart-png``, public domain), caption = the drawing's title
-  from its file name.
+  from its file name;
+* ``openmoji`` — OpenMoji (npm ``openmoji``: colour SVGs, CC-BY-SA 4.0, rendered with resvg), a flat outlined
+  design unlike both others, the same Unicode names.
 
 Splits are by a seeded hash of the **concept key** (the code point for emoji), so an emoji concept that is
 test in one design is test in every design: a leave-one-domain-out model never trains on a test concept in
@@ -18,6 +20,7 @@ and several instructions per task. Nothing here is committed: domains are built 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import unicodedata
@@ -71,6 +74,26 @@ def twemoji(cache: Path | None, size: int) -> Iterator[Sample]:
         yield f"emoji:{cp:x}", name.lower(), _on_white(Image.open(file), size)
 
 
+def openmoji(cache: Path | None, size: int) -> Iterator[Sample]:
+    try:
+        import resvg_py
+    except ImportError as e:
+        raise DataError("the openmoji domain renders SVGs with resvg: pip install 'omniret[data]'") from e
+    from omniret.data.builders.npm import fetch_npm
+
+    pkg = fetch_npm("openmoji", "17.0.0", cache)
+    for file in sorted((pkg / "color" / "svg").glob("*.svg")):
+        try:
+            cp = int(file.stem, 16)  # sequences (flags, ZWJ, skin tones: "1F468-200D-...") do not parse
+        except ValueError:
+            continue
+        name = unicodedata.name(chr(cp), None)  # OpenMoji's own extras sit in the private use area: no name
+        if name is None or cp < 0x80:
+            continue
+        png = resvg_py.svg_to_bytes(svg_path=str(file), width=2 * size, height=2 * size)
+        yield f"emoji:{cp:x}", name.lower(), _on_white(Image.open(io.BytesIO(png)), size)
+
+
 def clipart(cache: Path | None, size: int) -> Iterator[Sample]:
     from omniret.data.builders.debian import fetch_deb
 
@@ -88,7 +111,7 @@ def clipart(cache: Path | None, size: int) -> Iterator[Sample]:
 
 
 DOMAINS: dict[str, tuple[int, Callable[[Path | None, int], Iterator[Sample]]]] = {
-    "noto": (10, noto), "twemoji": (11, twemoji), "clipart": (12, clipart),
+    "noto": (10, noto), "twemoji": (11, twemoji), "clipart": (12, clipart), "openmoji": (13, openmoji),
 }
 
 
