@@ -39,7 +39,7 @@ test: $(STAMP) browser
 # the default encoder's whole recipe, one command (< 1 h on 2 cores): build the real domains + WordNet, train
 # configs/omniret-bridge/train.yaml (resumable), install the result as the packaged omniret-bridge weights
 default-model: $(STAMP)
-	$(PY) -m omniret data build domains .cache/data/domains --domains noto,twemoji,clipart
+	$(PY) -m omniret data build domains .cache/data/domains --domains noto,twemoji,clipart,openmoji
 	$(PY) -m omniret data build wordnet .cache/data/wordnet
 	$(PY) -m omniret train configs/omniret-bridge/train.yaml
 	rm -rf src/omniret/resources/omniret-bridge && mkdir -p src/omniret/resources/omniret-bridge
