@@ -12,7 +12,6 @@ import torch
 
 from omniret.encoders.mllm import VISION_BLOCK
 from omniret.rerank.mllm import BACKENDS, MLLMReranker, Vision
-from omniret.types import ImagePart
 
 
 @BACKENDS.register("qwen2_vl", "Qwen2-VL chat template, M-RoPE positions")
@@ -21,17 +20,9 @@ class QwenVLReranker(MLLMReranker):
 
     model_types = ("qwen2_vl", "qwen2_5_vl")
     image_marker = VISION_BLOCK
+    size_key = "image_grid_thw"
     chat_format = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{content}"
                    "<|im_end|>\n<|im_start|>assistant\n")
-
-    def vision(self, images: list[ImagePart]) -> Vision:
-        if not images:
-            return Vision()
-        feats = self.image_processor(images=[im.load() for im in images], return_tensors="pt")
-        pix = feats["pixel_values"].to(self.device, self.model.dtype)
-        grid = feats["image_grid_thw"].to(self.device)
-        out = self.model.model.get_image_features(pix, grid, return_dict=True)
-        return Vision(out, [int(f.shape[0]) for f in out.pooler_output], {"pixel_values": pix, "image_grid_thw": grid})
 
     def positions(self, ids: torch.Tensor, mask: torch.Tensor, grids: list[torch.Tensor | None]) -> torch.Tensor:
         present = [g for g in grids if g is not None]
@@ -59,11 +50,3 @@ class LlavaNextReranker(MLLMReranker):
     chat_format = "[INST] {content} [/INST]"
     add_bos = True
 
-    def vision(self, images: list[ImagePart]) -> Vision:
-        if not images:
-            return Vision()
-        feats = self.image_processor(images=[im.load() for im in images], return_tensors="pt")
-        pix = feats["pixel_values"].to(self.device, self.model.dtype)
-        sizes = feats["image_sizes"].to(self.device)
-        out = self.model.model.get_image_features(pix, sizes, return_dict=True)
-        return Vision(out, [int(f.shape[0]) for f in out.pooler_output], {"pixel_values": pix, "image_sizes": sizes})

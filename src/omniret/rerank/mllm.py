@@ -56,6 +56,8 @@ class MLLMReranker(ScoringReranker):
     image_marker = "<image>\n"
     chat_format = "{content}"
     add_bos = False
+    #: the image processor output that ``get_image_features`` takes beside the pixels (grids, sizes)
+    size_key = "image_sizes"
 
     def __init__(self, path: str | Path, *, template: str | RerankTemplate | None = None,
                  templates: dict[str, str | RerankTemplate] | None = None, weight: float = 0.0,
@@ -99,8 +101,16 @@ class MLLMReranker(ScoringReranker):
 
     # ------------------------------------------------------------------ backend hooks
     def vision(self, images: list[ImagePart]) -> Vision:
-        """Features of ``images`` (one call for all of them)."""
-        raise NotImplementedError
+        """Features of ``images`` (one call for all of them): the image processor's pixels and its per-image size
+        tensor (``size_key``) through HF's own ``get_image_features``, so a slot count always equals the feature
+        count."""
+        if not images:
+            return Vision()
+        feats = self.image_processor(images=[im.load() for im in images], return_tensors="pt")
+        pix = feats["pixel_values"].to(self.device, self.model.dtype)
+        sizes = feats[self.size_key].to(self.device)
+        out = self.model.model.get_image_features(pix, sizes, return_dict=True)
+        return Vision(out, [int(f.shape[0]) for f in out.pooler_output], {"pixel_values": pix, self.size_key: sizes})
 
     def positions(self, ids: torch.Tensor, mask: torch.Tensor, grids: list[torch.Tensor]) -> torch.Tensor:
         """Positions of right-padded full sequences ``(B, L)``: ``(B, L)`` or ``(3, B, L)``; ``grids[b]`` holds
