@@ -21,22 +21,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from omniret.encoders.tiny import _qwen_scaled, _save, corpus_sentences, qwen_tokenizer  # noqa: E402
+from omniret.encoders.tiny import build_scaled_qwen2vl, corpus_sentences, qwen_tokenizer  # noqa: E402
 from tiny_models import random_image  # noqa: E402
 
 
 def build_small_qwen2vl(out: Path, hidden: int, layers: int) -> Path:
     """A small random Qwen2-VL (still random weights; sizes chosen so compute, not Python, matters)."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    torch.manual_seed(0)
-    tok = qwen_tokenizer()
-    common = _qwen_scaled(tok, hidden, layers, max_positions=4096)
-    vision = dict(depth=2, embed_dim=64, hidden_size=hidden, num_heads=4, mlp_ratio=2)
-    model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(vision_config=vision, **common)).eval()
-    proc = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
-    return _save(out, model, tok, proc)
+    return build_scaled_qwen2vl(out, qwen_tokenizer(), hidden, layers, vision_depth=2, vision_width=64,
+                                max_pixels=112 * 112)
 
 
 def make_items(n: int):

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from omniret.encoders.tiny import _qwen_scaled  # noqa: E402
-from tiny_models import QWEN_SPECIALS, _save, corpus_sentences, random_image  # noqa: E402
+from omniret.encoders.tiny import build_scaled_qwen2vl  # noqa: E402
+from tiny_models import QWEN_SPECIALS, corpus_sentences, random_image  # noqa: E402
 
 QUERY = "make the car red and add a tree"
 INSTRUCTION = "Retrieve an image that shows the reference image with the requested change."
@@ -49,15 +49,8 @@ def word_tokenizer():
 
 def build_small_qwen2vl(out: Path, hidden: int, layers: int) -> Path:
     """A small random Qwen2-VL with an LM head; images up to 224 x 224 px (64 visual tokens)."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    torch.manual_seed(0)
-    tok = word_tokenizer()
-    common = _qwen_scaled(tok, hidden, layers, max_positions=4096)
-    vision = dict(depth=4, embed_dim=128, hidden_size=hidden, num_heads=4, mlp_ratio=2)
-    model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(vision_config=vision, **common)).eval()
-    return _save(out, model, tok, Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=224 * 224))
+    return build_scaled_qwen2vl(out, word_tokenizer(), hidden, layers, vision_depth=4, vision_width=128,
+                                max_pixels=224 * 224)
 
 
 def workload(tmp: Path, k: int):

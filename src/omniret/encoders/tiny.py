@@ -146,6 +146,20 @@ def _save(out: Path, *parts) -> Path:
     return out
 
 
+def build_scaled_qwen2vl(out: Path, tok, hidden: int, layers: int, vision_depth: int, vision_width: int,
+                         max_pixels: int) -> Path:
+    """A random Qwen2-VL grown for benchmarks (:func:`_qwen_scaled` text model, ``vision_depth`` blocks of width
+    ``vision_width``, 4 heads; images up to ``max_pixels``) + ``tok`` + a PIL image processor, saved in ``out``."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    torch.manual_seed(0)
+    common = _qwen_scaled(tok, hidden, layers, max_positions=4096)
+    vision = dict(depth=vision_depth, embed_dim=vision_width, hidden_size=hidden, num_heads=4, mlp_ratio=2)
+    model = Qwen2VLForConditionalGeneration(Qwen2VLConfig(vision_config=vision, **common)).eval()
+    return _save(out, model, tok, Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=max_pixels))
+
+
 def _qwen_image_processor():
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
