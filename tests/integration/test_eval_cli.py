@@ -11,6 +11,7 @@ from _eval_helpers import build_colour_mbeir
 from ir_measures import nDCG
 
 from _cli import run
+from omniret.data.mbeir import read_pool
 from omniret.data.qrels import read_qrels
 from omniret.eval.metrics import mean_hit_at_k
 from omniret.eval.trec import read_trec
@@ -30,12 +31,15 @@ def test_eval_mbeir_default_model_both_pools(mbeir_root, tmp_path, monkeypatch, 
     assert [(e["name"], e["pool"]) for e in res["tasks"]] == [
         ("colour_task0", "local"), ("colour_task3", "local"), ("colour_task0", "global"), ("colour_task3", "global")]
     assert res["model"]["name"] == "omniret-bridge" and set(res["average"]) == {"local", "global"}
-    # anyone can recompute the recalls from the TREC runs and the qrels
+    # anyone can recompute the recalls and modality accuracy from the TREC runs, the qrels and the pool
+    modality = {r.id: r.modality for r in read_pool(mbeir_root / "cand_pool/global/mbeir_union_test_cand_pool.jsonl")}
     for e in res["tasks"]:
         ranked = {q: [d for d, _ in r] for q, r in read_trec(out / e["run"]).items()}
         qrels = read_qrels(mbeir_root / f"qrels/test/mbeir_{e['name']}_test_qrels.txt").rel
         assert all(round(mean_hit_at_k(ranked, qrels, k), 4) == e[f"recall@{k}"] for k in (1, 5, 10))
-        assert 0.0 <= e["modality_accuracy@1"] <= 1.0
+        want = "image" if e["name"].endswith("task0") else "text"
+        top1 = [modality[docs[0]] == want for docs in ranked.values()]
+        assert e["modality_accuracy@1"] == round(sum(top1) / len(top1), 4)
     assert (out / "results.md").is_file() and (out / "modality_accuracy.png").is_file()
     assert "colour_task0" in stdout and list((tmp_path / "cache").rglob("*.npy"))
 
