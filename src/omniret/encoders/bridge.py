@@ -153,7 +153,6 @@ class BridgeEncoder(Encoder):
     """conse-minilm + trained heads (see the module docstring). ``dim = 384 + modality_dim + 1``."""
 
     family = FAMILY
-    image_length = 200
 
     def __init__(
         self,
@@ -187,7 +186,6 @@ class BridgeEncoder(Encoder):
         self.heads.to(self.device).eval()
         self.dim = TEXT_DIM + int(modality_dim) + 1  # + the neutral axis of image+text documents
         SIGNALS.capacity = max(SIGNALS.capacity, int(feature_cache_size))
-        self.feature_cache_size = int(feature_cache_size)
         self._weights_id = "untrained"
 
     def set_runtime(self, device: str | torch.device = "cpu", precision: str = "fp32") -> None:

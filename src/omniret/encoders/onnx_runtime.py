@@ -244,8 +244,8 @@ def image_model_file() -> Path:
 
 
 class OrtImageTower:
-    """EfficientNet-Lite0 through ONNX Runtime: ``(B, 3, 224, 224)`` pixels -> ``(B, 1000)`` float32 logits
-    (and the ``(B, 1280)`` pooled features they come from)."""
+    """EfficientNet-Lite0 through ONNX Runtime: ``(B, 3, 224, 224)`` pixels -> ``(B, 1280)`` pooled features and
+    the ``(B, 1000)`` float32 logits computed from them."""
 
     def __init__(self) -> None:
         self._session = session(image_model_file())
@@ -254,6 +254,3 @@ class OrtImageTower:
         x = pixels.detach().to("cpu", torch.float32).contiguous().numpy()
         logits, pooled = self._session.run(None, {"pixels": x})
         return torch.from_numpy(pooled), torch.from_numpy(logits)
-
-    def logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.pooled_and_logits(pixels)[1]
