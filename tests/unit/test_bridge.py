@@ -1,6 +1,5 @@
 """The bridge family: untrained it ranks as conse-minilm; its heads act as documented; save/reload is exact."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +11,7 @@ from omniret.encoders.bridge import GATE_SCALE, POOLED_DIM, SIGNALS, BridgeEncod
 from omniret.encoders.effnet import EfficientNetLite0, preprocess
 from omniret.errors import ModelNotFoundError, OmniretError
 from omniret.types import Item
-
-CORPUS = Path(__file__).resolve().parents[2] / "examples" / "sample-corpus"
-APPLE, CAT = CORPUS / "emoji" / "red_apple.png", CORPUS / "photos" / "chelsea_the_cat.jpg"
-INST = "Retrieve an image that matches the given caption."
-ITEMS = [Item("a red apple"), Item(image=APPLE), Item("a cat on a sofa", image=CAT),
-         Item("a red apple", instruction=INST), Item(image=CAT, instruction=INST),
-         Item("a cat", image=APPLE, instruction=INST)]
+from sample_items import APPLE, CAT, INST, ITEMS
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from omniret.errors import OmniretError
 from omniret.training.config import LoraConfig, ModelConfig
 from omniret.training.lora import apply_policy
 from omniret.types import Item
-
-CORPUS = Path(__file__).resolve().parents[2] / "examples" / "sample-corpus"
-APPLE, CAT = CORPUS / "emoji" / "red_apple.png", CORPUS / "photos" / "chelsea_the_cat.jpg"
-INST = "Retrieve an image that matches the given caption."
-ITEMS = [Item("a red apple"), Item(image=APPLE), Item("a cat on a sofa", image=CAT),
-         Item("a red apple", instruction=INST), Item(image=CAT, instruction=INST),
-         Item("a cat", image=APPLE, instruction=INST)]
+from sample_items import APPLE, CAT, INST, ITEMS
 
 
 def _tiny_bert(d: Path, hidden: int) -> Path:
